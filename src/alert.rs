@@ -1,0 +1,264 @@
+//! The alert a detection becomes: the record it fired on, who did it, and where the
+//! record came from, with a deterministic id.
+
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use crate::engine::Detection;
+use crate::identity::Actor;
+use crate::record::{Event, format_time_ms};
+use crate::rules::Rule;
+
+/// Where a record was read from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceRef {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// 0-based index of the record in its file.
+    pub index: u64,
+}
+
+impl SourceRef {
+    pub fn file(path: &str, index: u64) -> SourceRef {
+        SourceRef {
+            file: Some(path.to_owned()),
+            bucket: None,
+            key: None,
+            index,
+        }
+    }
+
+    pub fn object(bucket: &str, key: &str, index: u64) -> SourceRef {
+        SourceRef {
+            file: None,
+            bucket: Some(bucket.to_owned()),
+            key: Some(key.to_owned()),
+            index,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActorOut {
+    pub kind: &'static str,
+    pub name: Option<String>,
+    pub arn: Option<String>,
+    pub account: Option<String>,
+    pub principal_id: Option<String>,
+    pub role: Option<String>,
+    pub session: Option<String>,
+    pub permission_set: Option<String>,
+    pub user_id: Option<String>,
+    pub via_console: Option<bool>,
+    pub mfa: Option<bool>,
+}
+
+impl From<&Actor> for ActorOut {
+    fn from(a: &Actor) -> Self {
+        ActorOut {
+            kind: a.kind.as_str(),
+            name: a.name.clone(),
+            arn: a.arn.clone(),
+            account: a.account.clone(),
+            principal_id: a.principal_id.clone(),
+            role: a.role.clone(),
+            session: a.session.clone(),
+            permission_set: a.permission_set.clone(),
+            user_id: a.user_id.clone(),
+            via_console: a.via_console,
+            mfa: a.mfa,
+        }
+    }
+}
+
+/// The CloudTrail fields every alert repeats, under their CloudTrail names.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventOut {
+    pub event_time: Option<String>,
+    pub event_source: Option<String>,
+    pub event_name: Option<String>,
+    pub aws_region: Option<String>,
+    #[serde(rename = "sourceIPAddress")]
+    pub source_ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    #[serde(rename = "requestID")]
+    pub request_id: Option<String>,
+    #[serde(rename = "eventID")]
+    pub event_id: Option<String>,
+    pub recipient_account_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct S3Out {
+    pub bucket: Option<String>,
+    pub key: Option<String>,
+}
+
+/// The threshold that fired.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThresholdOut {
+    pub count: u64,
+    pub window: String,
+    /// `group_by` field → value.
+    pub group: serde_json::Map<String, Value>,
+    pub first_event_time: String,
+    pub last_event_time: String,
+}
+
+/// One alert, as written to JSON lines and sinks.
+#[derive(Debug, Clone, Serialize)]
+pub struct Alert {
+    pub alert_id: String,
+    pub rule_id: String,
+    pub title: String,
+    pub severity: crate::rules::Severity,
+    pub tags: Vec<String>,
+    pub event_time: Option<String>,
+    pub detected_at: String,
+    pub actor: ActorOut,
+    pub event: EventOut,
+    pub s3: S3Out,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<ThresholdOut>,
+    pub source: SourceRef,
+    /// The raw record, byte for byte when it came from a file.
+    pub record: Box<RawValue>,
+}
+
+impl Alert {
+    /// Builds the alert for `d` on `e`. `raw` is the record's original text when known.
+    pub fn new(
+        rule: &Rule,
+        d: &Detection,
+        e: &Event,
+        raw: Option<&[u8]>,
+        source: SourceRef,
+    ) -> Alert {
+        let text = |k: &str| e.str(k).map(str::to_owned);
+        let record = raw
+            .map(compact_json)
+            .and_then(|s| RawValue::from_string(s).ok())
+            .unwrap_or_else(|| {
+                RawValue::from_string(e.record().to_string()).expect("serialised JSON is valid")
+            });
+        let threshold = d
+            .hit
+            .as_ref()
+            .zip(rule.threshold.as_ref())
+            .map(|(hit, th)| ThresholdOut {
+                count: hit.count,
+                window: th.window_text.clone(),
+                group: th
+                    .group_by
+                    .iter()
+                    .zip(&hit.group)
+                    .map(|((name, _), v)| {
+                        (name.clone(), v.clone().map_or(Value::Null, Value::String))
+                    })
+                    .collect(),
+                first_event_time: format_time_ms(hit.first_ms),
+                last_event_time: format_time_ms(hit.last_ms),
+            });
+        let s3 = |f| e.norm(f).map(|v| v.display());
+        Alert {
+            alert_id: alert_id(rule, d, e),
+            rule_id: rule.id.clone(),
+            title: rule.title.render(e),
+            severity: rule.severity,
+            tags: rule.tags.clone(),
+            event_time: text("eventTime"),
+            detected_at: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            actor: ActorOut::from(e.actor()),
+            event: EventOut {
+                event_time: text("eventTime"),
+                event_source: text("eventSource"),
+                event_name: text("eventName"),
+                aws_region: text("awsRegion"),
+                source_ip_address: text("sourceIPAddress"),
+                user_agent: text("userAgent"),
+                error_code: text("errorCode"),
+                error_message: text("errorMessage"),
+                request_id: text("requestID"),
+                event_id: text("eventID"),
+                recipient_account_id: text("recipientAccountId"),
+            },
+            s3: S3Out {
+                bucket: s3(crate::record::NormField::S3Bucket),
+                key: s3(crate::record::NormField::S3Key),
+            },
+            threshold,
+            source,
+            record,
+        }
+    }
+}
+
+/// The record's text without the white space between tokens, so that a record from a
+/// pretty-printed file fits on one JSON line while keeping its key order. Strings
+/// (and their escapes) are copied untouched.
+fn compact_json(raw: &[u8]) -> String {
+    let mut out = Vec::with_capacity(raw.len());
+    let (mut in_str, mut escaped) = (false, false);
+    for &b in raw {
+        if in_str {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            in_str = b == b'"';
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// A stable id: the same rule on the same event (and, for thresholds, the same group)
+/// always gives the same id, across processes and restarts, so consumers can drop
+/// duplicates from at-least-once delivery. Events are identified by `eventID`, or by
+/// their canonical JSON when they have none.
+pub fn alert_id(rule: &Rule, d: &Detection, e: &Event) -> String {
+    let mut h = Sha256::new();
+    h.update(rule.id.as_bytes());
+    h.update([0]);
+    match e.str("eventID") {
+        Some(id) => h.update(id.as_bytes()),
+        None => h.update(e.record().to_string().as_bytes()),
+    }
+    if let Some(hit) = &d.hit {
+        for v in &hit.group {
+            h.update([0]);
+            if let Some(v) = v {
+                h.update(v.as_bytes());
+            }
+        }
+    }
+    let digest = h.finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact_json;
+
+    #[test]
+    fn compaction_keeps_strings_and_order() {
+        let raw = b"{\n  \"b\": \"a  b\\\" c\",\r\n  \"a\": [1, 2]\n}";
+        assert_eq!(compact_json(raw), r#"{"b":"a  b\" c","a":[1,2]}"#);
+    }
+}

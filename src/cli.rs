@@ -1,0 +1,264 @@
+//! Command-line interface: argument definitions and dispatch to the stages.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::EngineOptions;
+use crate::input::{InputSpec, Limits};
+use crate::output::{self, Format};
+use crate::record::parse_time_ms;
+use crate::rules::{RuleSet, Severity, Strictness, testing};
+use crate::scan::{self, ScanOptions};
+
+/// Exit status: success whatever the alerts.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: `--fail-on` was met, or rule tests failed.
+pub const EXIT_FINDINGS: u8 = 1;
+/// Exit status: errors (bad rules, unreadable files or records, bad arguments).
+pub const EXIT_ERROR: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "trailwatch",
+    version,
+    about = "Detect who did what in AWS from CloudTrail logs, as they land or after the fact"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scan CloudTrail log files (local paths, `-` for stdin, or s3://bucket/prefix) and print alerts.
+    Scan(ScanArgs),
+    /// Check or test detection rules.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RulesDir {
+    /// Rules directory (or one rule file) [default: $TRAILWATCH_RULES, else ./rules].
+    #[arg(long = "rules", env = "TRAILWATCH_RULES", value_name = "DIR")]
+    pub rules: Option<PathBuf>,
+}
+
+impl RulesDir {
+    fn resolve(&self, positional: Option<PathBuf>) -> PathBuf {
+        positional
+            .or_else(|| self.rules.clone())
+            .unwrap_or_else(|| PathBuf::from("rules"))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Validate every rule; report every problem as file:line:col and exit 2 on any.
+    Check {
+        #[command(flatten)]
+        dir: RulesDir,
+        /// Rules directory, instead of --rules.
+        #[arg(value_name = "DIR")]
+        path: Option<PathBuf>,
+    },
+    /// Run every rule's inline [[test]] cases; exit 1 when any fails.
+    Test {
+        #[command(flatten)]
+        dir: RulesDir,
+        /// Rules directory, instead of --rules.
+        #[arg(value_name = "DIR")]
+        path: Option<PathBuf>,
+        /// Print only failures and the totals.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    #[command(flatten)]
+    pub dir: RulesDir,
+    /// Alert output format.
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub format: Format,
+    /// Evaluate match conditions only: one alert per matching event, no thresholds or suppression.
+    #[arg(long)]
+    pub ignore_thresholds: bool,
+    /// Exit 1 when an alert at or above this severity fired.
+    #[arg(long, value_name = "SEVERITY", value_parser = parse_severity)]
+    pub fail_on: Option<Severity>,
+    /// Keep only events with eventTime at or after this RFC 3339 time.
+    #[arg(long, value_name = "TIME", value_parser = parse_rfc3339)]
+    pub since: Option<i64>,
+    /// Keep only events with eventTime before this RFC 3339 time.
+    #[arg(long, value_name = "TIME", value_parser = parse_rfc3339)]
+    pub until: Option<i64>,
+    /// Reject a file once it decompresses past this many bytes (gzip bombs).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::input::decode::DEFAULT_MAX_DECOMPRESSED)]
+    pub max_decompressed_bytes: u64,
+    /// Reject (skip) a record larger than this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::input::records::DEFAULT_MAX_RECORD_BYTES)]
+    pub max_record_bytes: usize,
+    /// Files, directories, `-` (stdin) or s3://bucket/prefix.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<String>,
+}
+
+fn parse_severity(s: &str) -> Result<Severity, String> {
+    s.parse()
+}
+
+fn parse_rfc3339(s: &str) -> Result<i64, String> {
+    parse_time_ms(s)
+        .ok_or_else(|| format!("`{s}` is not an RFC 3339 time such as 2024-05-01T00:00:00Z"))
+}
+
+/// Runs a parsed command line; returns the process exit status.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Scan(args) => scan_cmd(args),
+        Command::Rules { command } => match command {
+            RulesCommand::Check { dir, path } => rules_check(&dir.resolve(path)),
+            RulesCommand::Test { dir, path, quiet } => rules_test(&dir.resolve(path), quiet),
+        },
+    }
+}
+
+fn load_rules(dir: &std::path::Path, strictness: Strictness) -> Result<RuleSet, ExitCode> {
+    match RuleSet::load(dir, strictness) {
+        Ok(set) => {
+            for w in &set.warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(set)
+        }
+        Err(diags) => {
+            for d in &diags.0 {
+                eprintln!("{d}");
+            }
+            eprintln!(
+                "error: {} problem(s) in rules under {}",
+                diags.0.len(),
+                dir.display()
+            );
+            Err(ExitCode::from(EXIT_ERROR))
+        }
+    }
+}
+
+fn rules_check(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let set = match load_rules(dir, Strictness::Check) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let enabled = set.enabled().count();
+    println!(
+        "{} rules OK ({} enabled, {} disabled, {} tests)",
+        set.rules.len(),
+        enabled,
+        set.rules.len() - enabled,
+        set.rules.iter().map(|r| r.tests.len()).sum::<usize>()
+    );
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+fn rules_test(dir: &std::path::Path, quiet: bool) -> anyhow::Result<ExitCode> {
+    let set = match load_rules(dir, Strictness::Run) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let outcomes = testing::run_all(&set.rules);
+    let mut stdout = std::io::stdout().lock();
+    let (mut passed, mut failed) = (0, 0);
+    for o in &outcomes {
+        if o.passed() {
+            passed += 1;
+            if !quiet {
+                writeln!(stdout, "ok    {}: {}", o.rule_id, o.test)?;
+            }
+        } else {
+            failed += 1;
+            writeln!(
+                stdout,
+                "FAIL  {}: {}: expected {} alert(s), got {}",
+                o.rule_id, o.test, o.expected, o.got
+            )?;
+            for d in &o.details {
+                writeln!(stdout, "      {d}")?;
+            }
+        }
+    }
+    let untested: Vec<&str> = set
+        .rules
+        .iter()
+        .filter(|r| r.tests.is_empty())
+        .map(|r| r.id.as_str())
+        .collect();
+    if !untested.is_empty() {
+        writeln!(stdout, "note: rules without tests: {}", untested.join(", "))?;
+    }
+    writeln!(stdout, "{passed} passed, {failed} failed")?;
+    Ok(ExitCode::from(if failed > 0 {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    }))
+}
+
+fn scan_cmd(args: ScanArgs) -> anyhow::Result<ExitCode> {
+    let dir = args.dir.resolve(None);
+    let set = match load_rules(&dir, Strictness::Run) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let inputs: Vec<InputSpec> = args.paths.iter().map(|p| InputSpec::parse(p)).collect();
+    if inputs.iter().filter(|i| **i == InputSpec::Stdin).count() > 1 {
+        anyhow::bail!("`-` (stdin) can be given only once");
+    }
+    let opts = ScanOptions {
+        engine: EngineOptions {
+            ignore_thresholds: args.ignore_thresholds,
+        },
+        since_ms: args.since,
+        until_ms: args.until,
+        limits: Limits {
+            max_decompressed_bytes: args.max_decompressed_bytes,
+            max_record_bytes: args.max_record_bytes,
+        },
+        progress: true,
+    };
+    let stdout = std::io::stdout().lock();
+    let mut out = output::writer(
+        args.format,
+        std::io::BufWriter::with_capacity(64 * 1024, stdout),
+    )?;
+    let mut stderr = std::io::stderr().lock();
+    let summary =
+        scan::run(&set, &inputs, &opts, out.as_mut(), &mut stderr).context("scan failed")?;
+    summary.write(&mut stderr)?;
+    if summary.had_errors() {
+        return Ok(ExitCode::from(EXIT_ERROR));
+    }
+    if let (Some(min), Some(max)) = (args.fail_on, summary.max_severity) {
+        if max >= min {
+            return Ok(ExitCode::from(EXIT_FINDINGS));
+        }
+    }
+    Ok(ExitCode::from(EXIT_OK))
+}

@@ -1,0 +1,116 @@
+//! The rule engine: evaluates each event against every enabled rule and applies
+//! thresholds and suppression. Pure and synchronous: the scan command and the worker
+//! both drive it, one event at a time.
+
+use crate::record::{Event, FieldRef};
+use crate::rules::threshold::{Hit, Key, SuppressState, ThresholdState};
+use crate::rules::{Rule, RuleSet};
+
+/// How rules are applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Match conditions only: one detection per matching event, no thresholds and no
+    /// suppression (for tuning rules and for tests of match logic).
+    pub ignore_thresholds: bool,
+}
+
+/// A rule that fired on an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    /// Index into [`Engine::rules`].
+    pub rule: usize,
+    /// Present when the rule has a threshold that this event completed.
+    pub hit: Option<Hit>,
+}
+
+#[derive(Debug, Default)]
+struct RuleState {
+    threshold: ThresholdState,
+    suppress: SuppressState,
+}
+
+/// Rules plus their windowed state.
+pub struct Engine {
+    rules: Vec<Rule>,
+    state: Vec<RuleState>,
+    options: EngineOptions,
+    today: (i32, u8, u8),
+    /// Events that matched each rule's condition (before thresholds/suppression).
+    matches: Vec<u64>,
+}
+
+impl Engine {
+    /// An engine over the enabled rules of `set`.
+    pub fn new(set: &RuleSet, options: EngineOptions) -> Engine {
+        Engine::from_rules(set.enabled().cloned().collect(), options)
+    }
+
+    pub fn from_rules(rules: Vec<Rule>, options: EngineOptions) -> Engine {
+        let n = rules.len();
+        Engine {
+            rules,
+            state: (0..n).map(|_| RuleState::default()).collect(),
+            options,
+            today: crate::rules::today(),
+            matches: vec![0; n],
+        }
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Per-rule counts of condition matches so far, in [`Engine::rules`] order.
+    pub fn match_counts(&self) -> &[u64] {
+        &self.matches
+    }
+
+    /// Evaluates one event, appending what fired to `out`.
+    pub fn evaluate(&mut self, e: &Event, out: &mut Vec<Detection>) {
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !rule.matches(e, self.today) {
+                continue;
+            }
+            self.matches[i] += 1;
+            if self.options.ignore_thresholds {
+                out.push(Detection { rule: i, hit: None });
+                continue;
+            }
+            let st = &mut self.state[i];
+            // An event without a usable eventTime counts at the newest time seen.
+            let t = e.time_ms().or(st.threshold.watermark()).unwrap_or(0);
+            let hit = match &rule.threshold {
+                Some(th) => {
+                    let group = key(e, &th.group_by);
+                    let distinct = match &th.distinct {
+                        Some((_, f)) => match e.first_value(f) {
+                            Some(v) => Some(v.display()),
+                            // No value to count: the event cannot add a distinct value.
+                            None => continue,
+                        },
+                        None => None,
+                    };
+                    match st.threshold.observe(th, t, group, distinct) {
+                        Some(hit) => Some(hit),
+                        None => continue,
+                    }
+                }
+                None => None,
+            };
+            if let Some(s) = &rule.suppress {
+                if !st.suppress.admit(s, key(e, &s.key), t) {
+                    continue;
+                }
+            }
+            out.push(Detection { rule: i, hit });
+        }
+    }
+}
+
+/// The values of `fields` for `e` (first value of each; `None` when absent).
+pub fn key(e: &Event, fields: &[(String, FieldRef)]) -> Key {
+    fields
+        .iter()
+        .map(|(_, f)| e.first_value(f).map(|v| v.display()))
+        .collect()
+}

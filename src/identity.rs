@@ -1,0 +1,418 @@
+//! Who made a call: the `actor.*` fields, normalised from CloudTrail's `userIdentity`.
+//!
+//! CloudTrail names the same human in different places depending on how they signed
+//! in. An IAM Identity Center (SSO) user arrives as an `AssumedRole` of a role named
+//! `AWSReservedSSO_<PermissionSet>_<16 hex>` whose *session name* is the user (usually
+//! an e-mail address); `userName` is never theirs. Since 2025 some calls are logged as
+//! `IdentityCenterUser` instead. `actor.name` always holds the human (or service) so a
+//! rule can say "who" without knowing which form a record took.
+
+use serde_json::Value;
+
+/// The kind of principal behind a call (`actor.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorKind {
+    Root,
+    IamUser,
+    SsoUser,
+    AssumedRole,
+    IdentityCenterUser,
+    AwsService,
+    FederatedUser,
+    WebIdentityUser,
+    AwsAccount,
+    Unknown,
+}
+
+impl ActorKind {
+    pub const ALL: [ActorKind; 10] = [
+        ActorKind::Root,
+        ActorKind::IamUser,
+        ActorKind::SsoUser,
+        ActorKind::AssumedRole,
+        ActorKind::IdentityCenterUser,
+        ActorKind::AwsService,
+        ActorKind::FederatedUser,
+        ActorKind::WebIdentityUser,
+        ActorKind::AwsAccount,
+        ActorKind::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::Root => "root",
+            ActorKind::IamUser => "iam_user",
+            ActorKind::SsoUser => "sso_user",
+            ActorKind::AssumedRole => "assumed_role",
+            ActorKind::IdentityCenterUser => "identity_center_user",
+            ActorKind::AwsService => "aws_service",
+            ActorKind::FederatedUser => "federated_user",
+            ActorKind::WebIdentityUser => "web_identity_user",
+            ActorKind::AwsAccount => "aws_account",
+            ActorKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// The normalised principal of one record. Absent values are `None`, never "".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub kind: ActorKind,
+    pub name: Option<String>,
+    pub arn: Option<String>,
+    pub account: Option<String>,
+    pub principal_id: Option<String>,
+    pub role: Option<String>,
+    pub session: Option<String>,
+    pub permission_set: Option<String>,
+    pub user_id: Option<String>,
+    pub via_console: Option<bool>,
+    pub mfa: Option<bool>,
+}
+
+/// The prefix IAM Identity Center gives the roles it provisions for permission sets.
+const SSO_ROLE_PREFIX: &str = "AWSReservedSSO_";
+
+fn s<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for k in path {
+        cur = cur.get(k)?;
+    }
+    cur.as_str().filter(|x| !x.is_empty())
+}
+
+/// `"true"`/`true` → true, `"false"`/`false` → false (CloudTrail uses both forms).
+fn flag(v: Option<&Value>) -> Option<bool> {
+    match v? {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("yes") => {
+            Some(true)
+        }
+        Value::String(s) if s.eq_ignore_ascii_case("false") || s.eq_ignore_ascii_case("no") => {
+            Some(false)
+        }
+        _ => None,
+    }
+}
+
+/// Splits `arn:aws:sts::ACCT:assumed-role/ROLE/SESSION` into (account, role, session).
+fn parse_assumed_role_arn(arn: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    let (_arn, _partition, _service, _region) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let account = parts.next()?;
+    let resource = parts.next()?;
+    let rest = resource.strip_prefix("assumed-role/")?;
+    let (role, session) = rest.split_once('/')?;
+    Some((account, role, session))
+}
+
+/// The account field of any ARN (`arn:partition:service:region:account:resource`).
+fn arn_account(arn: &str) -> Option<&str> {
+    arn.split(':').nth(4).filter(|a| !a.is_empty())
+}
+
+/// The permission set of an SSO role: `AWSReservedSSO_<set>_<16 hex>` → `<set>`.
+/// Permission set names may themselves contain underscores, so only the last `_` and
+/// a 16-hex-digit suffix are removed.
+pub fn permission_set(role: &str) -> Option<&str> {
+    let rest = role.strip_prefix(SSO_ROLE_PREFIX)?;
+    match rest.rsplit_once('_') {
+        Some((set, hex))
+            if hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()) && !set.is_empty() =>
+        {
+            Some(set)
+        }
+        _ => Some(rest).filter(|r| !r.is_empty()),
+    }
+}
+
+/// The user name of an `IdentityCenterUser` call, which AWS places in
+/// `additionalEventData` (the key's capitalisation has varied).
+fn identity_center_user_name(record: &Value) -> Option<&str> {
+    let extra = record.get("additionalEventData")?.as_object()?;
+    extra
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("userName"))
+        .and_then(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+/// Normalises the principal of one CloudTrail record. Never fails: what cannot be
+/// determined stays `None`, and an unrecognised `type` is `unknown`.
+pub fn actor(record: &Value) -> Actor {
+    let null = Value::Null;
+    let ui = record.get("userIdentity").unwrap_or(&null);
+    let ty = s(ui, &["type"]);
+    let arn = s(ui, &["arn"]).map(str::to_owned);
+    let principal_id = s(ui, &["principalId"]).map(str::to_owned);
+    let account = s(ui, &["accountId"])
+        .or_else(|| arn.as_deref().and_then(arn_account))
+        .map(str::to_owned);
+    let user_name = s(ui, &["userName"]);
+    let via_console = flag(record.get("sessionCredentialFromConsole"));
+    let mfa = flag(
+        ui.get("sessionContext")
+            .and_then(|c| c.get("attributes"))
+            .and_then(|a| a.get("mfaAuthenticated")),
+    )
+    .or_else(|| {
+        flag(
+            record
+                .get("additionalEventData")
+                .and_then(|a| a.get("MFAUsed")),
+        )
+    });
+
+    let mut a = Actor {
+        kind: ActorKind::Unknown,
+        name: None,
+        arn,
+        account,
+        principal_id,
+        role: None,
+        session: None,
+        permission_set: None,
+        user_id: None,
+        via_console,
+        mfa,
+    };
+    let after_last_slash = |arn: &Option<String>| {
+        arn.as_deref()
+            .and_then(|x| x.rsplit_once('/'))
+            .map(|(_, n)| n.to_owned())
+    };
+    let after_colon = |p: &Option<String>| {
+        p.as_deref()
+            .and_then(|x| x.split_once(':'))
+            .map(|(_, n)| n.to_owned())
+    };
+
+    match ty {
+        Some("Root") => {
+            a.kind = ActorKind::Root;
+            a.name = Some("root".into());
+        }
+        Some("IAMUser") => {
+            a.kind = ActorKind::IamUser;
+            a.name = user_name
+                .map(str::to_owned)
+                .or_else(|| after_last_slash(&a.arn));
+        }
+        Some("AssumedRole") => {
+            let from_arn = a.arn.as_deref().and_then(parse_assumed_role_arn);
+            let role = s(ui, &["sessionContext", "sessionIssuer", "userName"])
+                .or(from_arn.map(|(_, r, _)| r))
+                .map(str::to_owned);
+            let session = from_arn
+                .map(|(_, _, s)| s.to_owned())
+                .or_else(|| after_colon(&a.principal_id));
+            a.permission_set = role.as_deref().and_then(permission_set).map(str::to_owned);
+            if a.permission_set.is_some() {
+                a.kind = ActorKind::SsoUser;
+                a.name = session.clone();
+            } else {
+                a.kind = ActorKind::AssumedRole;
+                a.name = match (&role, &session) {
+                    (Some(r), Some(s)) => Some(format!("{r}/{s}")),
+                    (Some(r), None) => Some(r.clone()),
+                    (None, Some(s)) => Some(s.clone()),
+                    (None, None) => None,
+                };
+            }
+            a.role = role;
+            a.session = session;
+        }
+        Some("IdentityCenterUser") => {
+            a.kind = ActorKind::IdentityCenterUser;
+            a.user_id = s(ui, &["onBehalfOf", "userId"]).map(str::to_owned);
+            a.name = identity_center_user_name(record)
+                .map(str::to_owned)
+                .or_else(|| a.user_id.clone());
+        }
+        Some("AWSService") => {
+            a.kind = ActorKind::AwsService;
+            a.name = s(ui, &["invokedBy"])
+                .or(s(record, &["sourceIPAddress"]))
+                .map(str::to_owned);
+        }
+        Some("FederatedUser") | Some("SAMLUser") => {
+            a.kind = ActorKind::FederatedUser;
+            a.name = user_name
+                .map(str::to_owned)
+                .or_else(|| after_last_slash(&a.arn))
+                .or_else(|| after_colon(&a.principal_id));
+        }
+        Some("WebIdentityUser") => {
+            a.kind = ActorKind::WebIdentityUser;
+            a.name = user_name
+                .map(str::to_owned)
+                .or_else(|| after_colon(&a.principal_id))
+                .or_else(|| a.principal_id.clone());
+        }
+        Some("AWSAccount") => {
+            a.kind = ActorKind::AwsAccount;
+            a.name = a.principal_id.clone().or_else(|| a.account.clone());
+        }
+        _ => {
+            a.name = user_name
+                .map(str::to_owned)
+                .or_else(|| a.principal_id.clone());
+        }
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn permission_set_names_keep_their_own_underscores() {
+        let cases = [
+            (
+                "AWSReservedSSO_AdministratorAccess_5c1f2a3b4d5e6f70",
+                Some("AdministratorAccess"),
+            ),
+            (
+                "AWSReservedSSO_Data_Eng_ReadOnly_0123456789abcdef",
+                Some("Data_Eng_ReadOnly"),
+            ),
+            ("AWSReservedSSO_Odd", Some("Odd")),
+            ("AWSReservedSSO_", None),
+            ("MyRole", None),
+        ];
+        for (role, want) in cases {
+            assert_eq!(permission_set(role), want, "role {role}");
+        }
+    }
+
+    #[test]
+    fn sso_user_is_the_session_name_not_user_name() {
+        let r = json!({"userIdentity": {
+            "type": "AssumedRole",
+            "principalId": "AROAEXAMPLE:jane.doe@example.com",
+            "arn": "arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_S3Admins_0a1b2c3d4e5f6789/jane.doe@example.com",
+            "accountId": "111122223333",
+            "sessionContext": {
+                "sessionIssuer": {"type": "Role", "userName": "AWSReservedSSO_S3Admins_0a1b2c3d4e5f6789"},
+                "attributes": {"mfaAuthenticated": "false"}
+            }
+        }, "sessionCredentialFromConsole": "true"});
+        let a = actor(&r);
+        assert_eq!(a.kind, ActorKind::SsoUser);
+        assert_eq!(a.name.as_deref(), Some("jane.doe@example.com"));
+        assert_eq!(a.permission_set.as_deref(), Some("S3Admins"));
+        assert_eq!(
+            a.role.as_deref(),
+            Some("AWSReservedSSO_S3Admins_0a1b2c3d4e5f6789")
+        );
+        assert_eq!(a.account.as_deref(), Some("111122223333"));
+        assert_eq!(a.via_console, Some(true));
+        assert_eq!(a.mfa, Some(false));
+    }
+
+    #[test]
+    fn other_assumed_roles_are_role_slash_session() {
+        let r = json!({"userIdentity": {
+            "type": "AssumedRole",
+            "arn": "arn:aws:sts::111122223333:assumed-role/etl-runner/i-0abc",
+        }});
+        let a = actor(&r);
+        assert_eq!(a.kind, ActorKind::AssumedRole);
+        assert_eq!(a.name.as_deref(), Some("etl-runner/i-0abc"));
+        assert_eq!(
+            a.account.as_deref(),
+            Some("111122223333"),
+            "account falls back to the ARN"
+        );
+        assert_eq!(a.permission_set, None);
+    }
+
+    #[test]
+    fn identity_center_user_prefers_the_user_name() {
+        let mut r = json!({"userIdentity": {
+            "type": "IdentityCenterUser", "accountId": "111122223333",
+            "onBehalfOf": {"userId": "94482488-3041-7026-18f3-be45837cd0e4",
+                           "identityStoreArn": "arn:aws:identitystore::111122223333:identitystore/d-1234567890"}
+        }});
+        let a = actor(&r);
+        assert_eq!(a.kind, ActorKind::IdentityCenterUser);
+        assert_eq!(
+            a.name.as_deref(),
+            Some("94482488-3041-7026-18f3-be45837cd0e4")
+        );
+        r["additionalEventData"] = json!({"UserName": "jane"});
+        let a = actor(&r);
+        assert_eq!(a.name.as_deref(), Some("jane"));
+        assert_eq!(
+            a.user_id.as_deref(),
+            Some("94482488-3041-7026-18f3-be45837cd0e4")
+        );
+    }
+
+    #[test]
+    fn simple_kinds() {
+        let cases = [
+            (
+                json!({"type": "Root", "arn": "arn:aws:iam::1:root"}),
+                ActorKind::Root,
+                Some("root"),
+            ),
+            (
+                json!({"type": "IAMUser", "userName": "alice"}),
+                ActorKind::IamUser,
+                Some("alice"),
+            ),
+            (
+                json!({"type": "IAMUser", "arn": "arn:aws:iam::1:user/ops/bob"}),
+                ActorKind::IamUser,
+                Some("bob"),
+            ),
+            (
+                json!({"type": "AWSService", "invokedBy": "cloudtrail.amazonaws.com"}),
+                ActorKind::AwsService,
+                Some("cloudtrail.amazonaws.com"),
+            ),
+            (
+                json!({"type": "FederatedUser", "arn": "arn:aws:sts::1:federated-user/carol"}),
+                ActorKind::FederatedUser,
+                Some("carol"),
+            ),
+            (
+                json!({"type": "WebIdentityUser", "userName": "sub-123"}),
+                ActorKind::WebIdentityUser,
+                Some("sub-123"),
+            ),
+            (
+                json!({"type": "AWSAccount", "principalId": "AROAX:s", "accountId": "2"}),
+                ActorKind::AwsAccount,
+                Some("AROAX:s"),
+            ),
+            (
+                json!({"type": "Unknown", "userName": "victim"}),
+                ActorKind::Unknown,
+                Some("victim"),
+            ),
+            (json!({}), ActorKind::Unknown, None),
+        ];
+        for (ui, kind, name) in cases {
+            let a = actor(&json!({ "userIdentity": ui }));
+            assert_eq!(
+                (a.kind, a.name.as_deref()),
+                (kind, name),
+                "userIdentity {ui}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_or_null_user_identity_is_unknown() {
+        assert_eq!(
+            actor(&json!({"userIdentity": null})).kind,
+            ActorKind::Unknown
+        );
+        assert_eq!(actor(&json!({"eventName": "x"})).kind, ActorKind::Unknown);
+    }
+}

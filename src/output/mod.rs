@@ -1,0 +1,114 @@
+//! Alert output formats for `trailwatch scan` (and the worker's stdout/file sinks).
+
+use std::io::{self, Write};
+
+use crate::alert::Alert;
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One JSON object per alert per line.
+    Jsonl,
+    /// The Athena-style columns, one row per alert.
+    Csv,
+}
+
+/// The CSV columns, in order. The first twelve are the classic Athena query over
+/// CloudTrail S3 data events.
+pub const CSV_COLUMNS: [&str; 18] = [
+    "event_time",
+    "event_name",
+    "aws_region",
+    "bucket_name",
+    "object_key",
+    "user_id",
+    "user_arn",
+    "source_ip",
+    "user_agent",
+    "access_denied",
+    "error_code",
+    "error_message",
+    "rule_id",
+    "severity",
+    "actor_kind",
+    "actor_name",
+    "event_id",
+    "request_id",
+];
+
+/// Writes alerts in one format.
+pub trait AlertWriter {
+    fn write(&mut self, alert: &Alert) -> io::Result<()>;
+    fn flush(&mut self) -> io::Result<()>;
+}
+
+pub fn writer<'w, W: Write + 'w>(format: Format, out: W) -> io::Result<Box<dyn AlertWriter + 'w>> {
+    Ok(match format {
+        Format::Jsonl => Box::new(Jsonl(out)),
+        Format::Csv => Box::new(Csv::new(out)?),
+    })
+}
+
+pub struct Jsonl<W>(pub W);
+
+impl<W: Write> AlertWriter for Jsonl<W> {
+    fn write(&mut self, alert: &Alert) -> io::Result<()> {
+        serde_json::to_writer(&mut self.0, alert)?;
+        self.0.write_all(b"\n")
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+pub struct Csv<W: Write>(csv::Writer<W>);
+
+impl<W: Write> Csv<W> {
+    pub fn new(out: W) -> io::Result<Self> {
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(out);
+        w.write_record(CSV_COLUMNS)?;
+        Ok(Csv(w))
+    }
+}
+
+/// One CSV row for an alert, in [`CSV_COLUMNS`] order; absent values are empty.
+pub fn csv_row(a: &Alert) -> [String; 18] {
+    let o = |v: &Option<String>| v.clone().unwrap_or_default();
+    [
+        o(&a.event.event_time),
+        o(&a.event.event_name),
+        o(&a.event.aws_region),
+        o(&a.s3.bucket),
+        o(&a.s3.key),
+        o(&a.actor.principal_id),
+        o(&a.actor.arn),
+        o(&a.event.source_ip_address),
+        o(&a.event.user_agent),
+        if a.event.error_code.as_deref() == Some("AccessDenied") {
+            "Yes"
+        } else {
+            "No"
+        }
+        .to_owned(),
+        o(&a.event.error_code),
+        o(&a.event.error_message),
+        a.rule_id.clone(),
+        a.severity.as_str().to_owned(),
+        a.actor.kind.to_owned(),
+        o(&a.actor.name),
+        o(&a.event.event_id),
+        o(&a.event.request_id),
+    ]
+}
+
+impl<W: Write> AlertWriter for Csv<W> {
+    fn write(&mut self, alert: &Alert) -> io::Result<()> {
+        self.0.write_record(csv_row(alert))?;
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}

@@ -1,0 +1,509 @@
+//! One CloudTrail record as rules see it: the raw JSON (every field addressable by a
+//! dotted path) plus the normalised `actor.*`, `s3.*` and `event.*` fields.
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::identity::{self, Actor};
+
+/// A normalised field, computed once per record (see the `identity` module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NormField {
+    ActorKind,
+    ActorName,
+    ActorArn,
+    ActorAccount,
+    ActorPrincipalId,
+    ActorRole,
+    ActorSession,
+    ActorPermissionSet,
+    ActorUserId,
+    ActorViaConsole,
+    ActorMfa,
+    S3Bucket,
+    S3Key,
+    EventDenied,
+    EventSuccess,
+}
+
+impl NormField {
+    /// Every normalised field with the name rules use for it.
+    pub const ALL: [(&'static str, NormField); 15] = [
+        ("actor.kind", NormField::ActorKind),
+        ("actor.name", NormField::ActorName),
+        ("actor.arn", NormField::ActorArn),
+        ("actor.account", NormField::ActorAccount),
+        ("actor.principal_id", NormField::ActorPrincipalId),
+        ("actor.role", NormField::ActorRole),
+        ("actor.session", NormField::ActorSession),
+        ("actor.permission_set", NormField::ActorPermissionSet),
+        ("actor.user_id", NormField::ActorUserId),
+        ("actor.via_console", NormField::ActorViaConsole),
+        ("actor.mfa", NormField::ActorMfa),
+        ("s3.bucket", NormField::S3Bucket),
+        ("s3.key", NormField::S3Key),
+        ("event.denied", NormField::EventDenied),
+        ("event.success", NormField::EventSuccess),
+    ];
+
+    /// The prefixes reserved for normalised fields: a path under them must name one.
+    pub const PREFIXES: [&'static str; 3] = ["actor.", "s3.", "event."];
+
+    pub fn parse(name: &str) -> Option<NormField> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
+    }
+}
+
+/// A field a rule refers to, resolved once when the rule is compiled.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FieldRef {
+    Norm(NormField),
+    /// Keys into the raw record; arrays on the way are crossed element by element.
+    Raw(Vec<String>),
+}
+
+impl FieldRef {
+    /// Resolves a dotted path. `Err` names the problem for a path under a reserved
+    /// prefix that is not a normalised field.
+    pub fn parse(path: &str) -> Result<FieldRef, String> {
+        if let Some(f) = NormField::parse(path) {
+            return Ok(FieldRef::Norm(f));
+        }
+        if let Some(prefix) = NormField::PREFIXES.iter().find(|p| path.starts_with(*p)) {
+            let known: Vec<&str> = NormField::ALL
+                .iter()
+                .map(|(n, _)| *n)
+                .filter(|n| n.starts_with(prefix))
+                .collect();
+            return Err(format!(
+                "unknown field `{path}`; `{prefix}` fields are: {}",
+                known.join(", ")
+            ));
+        }
+        if path.is_empty() || path.split('.').any(str::is_empty) {
+            return Err(format!(
+                "invalid field path `{path}`: use dot-separated keys such as `userIdentity.type`"
+            ));
+        }
+        Ok(FieldRef::Raw(path.split('.').map(str::to_owned).collect()))
+    }
+}
+
+/// One value found at a field: raw JSON, or a normalised string or flag.
+#[derive(Debug, Clone, Copy)]
+pub enum Val<'a> {
+    Json(&'a Value),
+    Str(&'a str),
+    Bool(bool),
+}
+
+impl<'a> Val<'a> {
+    /// The value as text, for string operators: strings as they are, numbers and
+    /// booleans in their JSON form; objects and arrays have none.
+    pub fn text(&self) -> Option<Cow<'a, str>> {
+        match *self {
+            Val::Str(s) => Some(Cow::Borrowed(s)),
+            Val::Bool(b) => Some(Cow::Borrowed(if b { "true" } else { "false" })),
+            Val::Json(Value::String(s)) => Some(Cow::Borrowed(s)),
+            Val::Json(Value::Bool(b)) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+            Val::Json(Value::Number(n)) => Some(Cow::Owned(n.to_string())),
+            Val::Json(_) => None,
+        }
+    }
+
+    /// The value as a number, from a JSON number or a numeric string.
+    pub fn number(&self) -> Option<f64> {
+        match *self {
+            Val::Json(Value::Number(n)) => n.as_f64(),
+            Val::Json(Value::String(s)) => s.trim().parse().ok(),
+            Val::Str(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The value for output: JSON as it is.
+    pub fn to_json(&self) -> Value {
+        match *self {
+            Val::Json(v) => v.clone(),
+            Val::Str(s) => Value::String(s.to_owned()),
+            Val::Bool(b) => Value::Bool(b),
+        }
+    }
+
+    /// The value for titles and CSV cells: text, or compact JSON for objects/arrays.
+    pub fn display(&self) -> String {
+        match self.text() {
+            Some(t) => t.into_owned(),
+            None => self.to_json().to_string(),
+        }
+    }
+}
+
+/// Why a record could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("invalid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("not a CloudTrail record: expected a JSON object, found {0}")]
+    NotAnObject(&'static str),
+    #[error(
+        "not a CloudTrail record: none of eventName, eventSource, eventTime, eventVersion, userIdentity"
+    )]
+    NotCloudTrail,
+    #[error(
+        "record is {0} bytes, over the per-record cap (raise max_record_bytes if this is a genuine record)"
+    )]
+    TooLarge(u64),
+}
+
+/// A parsed record with its normalised fields.
+#[derive(Debug, Clone)]
+pub struct Event {
+    record: Value,
+    actor: Actor,
+    s3_bucket: Option<String>,
+    s3_key: Option<String>,
+    denied: bool,
+    success: bool,
+    time_ms: Option<i64>,
+}
+
+/// The error codes CloudTrail uses for "not authorised".
+const DENIED_CODES: [&str; 4] = [
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "Client.UnauthorizedOperation",
+];
+
+impl Event {
+    /// Parses one record as read from a log file; it must look like CloudTrail.
+    pub fn parse(bytes: &[u8]) -> Result<Event, RecordError> {
+        let v: Value = serde_json::from_slice(bytes)?;
+        // Exports sometimes lower-case the keys (Athena's table does), so the test for
+        // "looks like CloudTrail" ignores case; rules still address keys exactly.
+        const MARKERS: [&str; 5] = [
+            "eventName",
+            "eventSource",
+            "eventTime",
+            "eventVersion",
+            "userIdentity",
+        ];
+        let looks_like_cloudtrail = v.as_object().is_some_and(|o| {
+            o.keys()
+                .any(|k| MARKERS.iter().any(|m| m.eq_ignore_ascii_case(k)))
+        });
+        if v.is_object() && !looks_like_cloudtrail {
+            return Err(RecordError::NotCloudTrail);
+        }
+        Event::from_value(v)
+    }
+
+    /// Builds an event from any JSON object (rule tests may use partial records).
+    pub fn from_value(record: Value) -> Result<Event, RecordError> {
+        if !record.is_object() {
+            return Err(RecordError::NotAnObject(type_name(&record)));
+        }
+        let actor = identity::actor(&record);
+        let (s3_bucket, s3_key) = s3_target(&record);
+        let error_code = record
+            .get("errorCode")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty());
+        let denied =
+            error_code.is_some_and(|c| DENIED_CODES.contains(&c) || c.contains("AccessDenied"));
+        let success = error_code.is_none();
+        let time_ms = record
+            .get("eventTime")
+            .and_then(Value::as_str)
+            .and_then(parse_time_ms);
+        Ok(Event {
+            record,
+            actor,
+            s3_bucket,
+            s3_key,
+            denied,
+            success,
+            time_ms,
+        })
+    }
+
+    pub fn record(&self) -> &Value {
+        &self.record
+    }
+
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    /// `eventTime` in milliseconds since the Unix epoch, when present and valid.
+    pub fn time_ms(&self) -> Option<i64> {
+        self.time_ms
+    }
+
+    /// A top-level string field of the raw record.
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.record.get(key).and_then(Value::as_str)
+    }
+
+    /// A normalised field's value, `None` when absent.
+    pub fn norm(&self, f: NormField) -> Option<Val<'_>> {
+        let a = &self.actor;
+        fn s(o: &Option<String>) -> Option<Val<'_>> {
+            o.as_deref().map(Val::Str)
+        }
+        match f {
+            NormField::ActorKind => Some(Val::Str(a.kind.as_str())),
+            NormField::ActorName => s(&a.name),
+            NormField::ActorArn => s(&a.arn),
+            NormField::ActorAccount => s(&a.account),
+            NormField::ActorPrincipalId => s(&a.principal_id),
+            NormField::ActorRole => s(&a.role),
+            NormField::ActorSession => s(&a.session),
+            NormField::ActorPermissionSet => s(&a.permission_set),
+            NormField::ActorUserId => s(&a.user_id),
+            NormField::ActorViaConsole => a.via_console.map(Val::Bool),
+            NormField::ActorMfa => a.mfa.map(Val::Bool),
+            NormField::S3Bucket => s(&self.s3_bucket),
+            NormField::S3Key => s(&self.s3_key),
+            NormField::EventDenied => Some(Val::Bool(self.denied)),
+            NormField::EventSuccess => Some(Val::Bool(self.success)),
+        }
+    }
+
+    /// Calls `f` on each value at `field` until it returns true; returns whether it
+    /// did. JSON `null` counts as absent; arrays on the path and at its end yield
+    /// their elements.
+    pub fn any_value<'a>(&'a self, field: &FieldRef, f: &mut dyn FnMut(Val<'a>) -> bool) -> bool {
+        match field {
+            FieldRef::Norm(n) => self.norm(*n).is_some_and(f),
+            FieldRef::Raw(path) => walk(&self.record, path, f),
+        }
+    }
+
+    /// The first value at `field` (for titles, grouping and output).
+    pub fn first_value(&self, field: &FieldRef) -> Option<Val<'_>> {
+        let mut found = None;
+        self.any_value(field, &mut |v| {
+            found = Some(v);
+            true
+        });
+        found
+    }
+
+    /// Whether `field` has at least one non-null value.
+    pub fn exists(&self, field: &FieldRef) -> bool {
+        self.any_value(field, &mut |_| true)
+    }
+}
+
+fn walk<'a>(v: &'a Value, path: &[String], f: &mut dyn FnMut(Val<'a>) -> bool) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Array(items) => items.iter().any(|i| walk(i, path, f)),
+        Value::Object(map) => match path.split_first() {
+            Some((k, rest)) => map
+                .get(k.as_str())
+                .is_some_and(|child| walk(child, rest, f)),
+            None => f(Val::Json(v)),
+        },
+        _ if path.is_empty() => f(Val::Json(v)),
+        _ => false,
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Parses an RFC 3339 timestamp (CloudTrail's `eventTime`) to epoch milliseconds.
+pub fn parse_time_ms(s: &str) -> Option<i64> {
+    OffsetDateTime::parse(s, &Rfc3339)
+        .ok()
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+/// Formats epoch milliseconds as RFC 3339 UTC, second precision (CloudTrail's form).
+pub fn format_time_ms(ms: i64) -> String {
+    let t = OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// The bucket and key a call touched: `requestParameters` first, else the
+/// `resources` ARNs (`arn:aws:s3:::bucket/key`).
+fn s3_target(record: &Value) -> (Option<String>, Option<String>) {
+    let params = record.get("requestParameters");
+    let str_param = |k: &str| {
+        params
+            .and_then(|p| p.get(k))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let mut bucket = str_param("bucketName");
+    let mut key = str_param("key");
+    if bucket.is_none() || key.is_none() {
+        if let Some(resources) = record.get("resources").and_then(Value::as_array) {
+            for r in resources {
+                let Some(arn) = r.get("ARN").and_then(Value::as_str) else {
+                    continue;
+                };
+                let Some(path) = arn.strip_prefix("arn:aws:s3:::").or_else(|| {
+                    arn.strip_prefix("arn:")
+                        .and_then(|x| x.split_once(":s3:::"))
+                        .map(|(_, p)| p)
+                }) else {
+                    continue;
+                };
+                match path.split_once('/') {
+                    Some((b, k)) => {
+                        bucket.get_or_insert_with(|| b.to_owned());
+                        if key.is_none() && !k.is_empty() {
+                            key = Some(k.to_owned());
+                        }
+                    }
+                    None if !path.is_empty() => {
+                        bucket.get_or_insert_with(|| path.to_owned());
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+    (bucket, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev(v: Value) -> Event {
+        Event::from_value(v).unwrap()
+    }
+
+    fn values(e: &Event, path: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        e.any_value(&FieldRef::parse(path).unwrap(), &mut |v| {
+            out.push(v.display());
+            false
+        });
+        out
+    }
+
+    #[test]
+    fn paths_cross_arrays_and_treat_null_as_absent() {
+        let e = ev(json!({
+            "resources": [{"ARN": "arn:aws:s3:::b1"}, {"ARN": "arn:aws:s3:::b1/k"}],
+            "requestParameters": null,
+            "responseElements": {"ids": ["a", "b"], "n": 3}
+        }));
+        assert_eq!(
+            values(&e, "resources.ARN"),
+            ["arn:aws:s3:::b1", "arn:aws:s3:::b1/k"]
+        );
+        assert_eq!(values(&e, "responseElements.ids"), ["a", "b"]);
+        assert_eq!(values(&e, "responseElements.n"), ["3"]);
+        assert!(values(&e, "requestParameters").is_empty());
+        assert!(values(&e, "requestParameters.bucketName").is_empty());
+        assert!(!e.exists(&FieldRef::parse("requestParameters").unwrap()));
+    }
+
+    #[test]
+    fn s3_target_from_request_parameters_then_resources() {
+        let e = ev(json!({"requestParameters": {"bucketName": "b", "key": "a/b.txt"}}));
+        assert_eq!(
+            (e.s3_bucket.as_deref(), e.s3_key.as_deref()),
+            (Some("b"), Some("a/b.txt"))
+        );
+        let e = ev(json!({"requestParameters": "odd string", "resources": [
+            {"type": "AWS::S3::Object", "ARN": "arn:aws:s3:::logs/2024/x.gz"},
+            {"type": "AWS::S3::Bucket", "ARN": "arn:aws:s3:::logs"}]}));
+        assert_eq!(
+            (e.s3_bucket.as_deref(), e.s3_key.as_deref()),
+            (Some("logs"), Some("2024/x.gz"))
+        );
+        let e = ev(json!({"resources": [{"ARN": "arn:aws-us-gov:s3:::gov-bucket"}]}));
+        assert_eq!(e.s3_bucket.as_deref(), Some("gov-bucket"));
+    }
+
+    #[test]
+    fn denied_and_success() {
+        let cases = [
+            (json!({}), false, true),
+            (json!({"errorCode": "AccessDenied"}), true, false),
+            (
+                json!({"errorCode": "Client.UnauthorizedOperation"}),
+                true,
+                false,
+            ),
+            (json!({"errorCode": "AccessDeniedException"}), true, false),
+            (json!({"errorCode": "S3.AccessDenied.Foo"}), true, false),
+            (json!({"errorCode": "NoSuchKey"}), false, false),
+            (json!({"errorCode": ""}), false, true),
+        ];
+        for (r, denied, success) in cases {
+            let e = ev(r.clone());
+            assert_eq!((e.denied, e.success), (denied, success), "{r}");
+        }
+    }
+
+    #[test]
+    fn reserved_prefixes_must_name_a_normalised_field() {
+        let err = FieldRef::parse("actor.nmae").unwrap_err();
+        assert!(
+            err.contains("actor.name") && err.contains("unknown field `actor.nmae`"),
+            "{err}"
+        );
+        assert!(FieldRef::parse("s3.bucket").is_ok());
+        assert!(FieldRef::parse("a..b").is_err());
+        assert_eq!(
+            FieldRef::parse("eventName").unwrap(),
+            FieldRef::Raw(vec!["eventName".into()])
+        );
+    }
+
+    #[test]
+    fn parse_requires_a_cloudtrail_object() {
+        assert!(matches!(
+            Event::parse(b"[1]"),
+            Err(RecordError::NotAnObject(_))
+        ));
+        assert!(matches!(
+            Event::parse(b"{\"foo\":1}"),
+            Err(RecordError::NotCloudTrail)
+        ));
+        assert!(matches!(
+            Event::parse(b"{\"eventName\":"),
+            Err(RecordError::Json(_))
+        ));
+        assert!(Event::parse(b"{\"eventName\":\"X\"}").is_ok());
+    }
+
+    #[test]
+    fn event_time_round_trips() {
+        let ms = parse_time_ms("2024-03-01T12:34:56Z").unwrap();
+        assert_eq!(format_time_ms(ms), "2024-03-01T12:34:56Z");
+        assert_eq!(parse_time_ms("yesterday"), None);
+    }
+}

@@ -1,0 +1,415 @@
+//! Detection rules: one TOML file per rule, compiled once and evaluated per event.
+//!
+//! - [`syntax`]: reading a rule file into a [`Rule`], with every problem reported as
+//!   `file:line:col: message`.
+//! - [`matcher`]: compiled field operators.
+//! - [`condition`]: the `condition` expression.
+//! - [`threshold`]: counting windows and suppression, in event time.
+//! - [`testing`]: the inline `[[test]]` runner behind `trailwatch rules test`.
+//!
+//! The language is specified in `docs/rules.md`.
+
+pub mod condition;
+pub mod matcher;
+pub mod syntax;
+pub mod testing;
+pub mod threshold;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::record::{Event, FieldRef};
+use condition::Cond;
+use matcher::Selection;
+
+/// Alert severity, ordered from `info` to `critical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 5] = [
+        Severity::Info,
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl std::str::FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Severity::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown severity `{s}`; expected one of: info, low, medium, high, critical"
+                )
+            })
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a ported or imported rule came from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Origin {
+    pub project: String,
+    pub id: String,
+    pub license: Option<String>,
+    pub url: Option<String>,
+}
+
+/// A title with `{field}` placeholders, resolved at load time.
+#[derive(Debug, Clone)]
+pub struct Template {
+    parts: Vec<TemplatePart>,
+}
+
+#[derive(Debug, Clone)]
+enum TemplatePart {
+    Lit(String),
+    Field(FieldRef),
+}
+
+impl Template {
+    /// Parses a template; `Err((byte offset, message))` for a bad placeholder.
+    pub fn parse(src: &str) -> Result<Template, (usize, String)> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut rest = src;
+        let mut base = 0;
+        while let Some(open) = rest.find(['{', '}']) {
+            if rest[open..].starts_with("{{") || rest[open..].starts_with("}}") {
+                lit.push_str(&rest[..open + 1]);
+                rest = &rest[open + 2..];
+                base += open + 2;
+                continue;
+            }
+            if rest.as_bytes()[open] == b'}' {
+                return Err((
+                    base + open,
+                    "unmatched `}` in title; write `}}` for a literal brace".into(),
+                ));
+            }
+            lit.push_str(&rest[..open]);
+            let Some(close) = rest[open..].find('}') else {
+                return Err((
+                    base + open,
+                    "unclosed `{` in title; write `{{` for a literal brace".into(),
+                ));
+            };
+            let path = rest[open + 1..open + close].trim();
+            let field = FieldRef::parse(path).map_err(|m| (base + open, m))?;
+            if !lit.is_empty() {
+                parts.push(TemplatePart::Lit(std::mem::take(&mut lit)));
+            }
+            parts.push(TemplatePart::Field(field));
+            rest = &rest[open + close + 1..];
+            base += open + close + 1;
+        }
+        lit.push_str(rest);
+        if !lit.is_empty() {
+            parts.push(TemplatePart::Lit(lit));
+        }
+        Ok(Template { parts })
+    }
+
+    /// Renders for one event; absent fields show as `-`.
+    pub fn render(&self, e: &Event) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                TemplatePart::Lit(s) => out.push_str(s),
+                TemplatePart::Field(f) => match e.first_value(f) {
+                    Some(v) => out.push_str(&v.display()),
+                    None => out.push('-'),
+                },
+            }
+        }
+        out
+    }
+}
+
+/// An exception: an event matching it never alerts.
+#[derive(Debug, Clone)]
+pub struct Exclude {
+    pub reason: Option<String>,
+    /// `(year, month, day)` after which the exception no longer applies.
+    pub expires: Option<(i32, u8, u8)>,
+    pub selection: Selection,
+}
+
+/// `[threshold]`: alert when `count` matching events (or distinct values) of one
+/// group fall within `window`.
+#[derive(Debug, Clone)]
+pub struct Threshold {
+    pub count: u64,
+    pub window_ms: i64,
+    /// The window as written, for output.
+    pub window_text: String,
+    pub group_by: Vec<(String, FieldRef)>,
+    pub distinct: Option<(String, FieldRef)>,
+}
+
+/// `[suppress]`: after an alert, drop alerts with the same key for `window`.
+#[derive(Debug, Clone)]
+pub struct Suppress {
+    pub window_ms: i64,
+    pub key: Vec<(String, FieldRef)>,
+}
+
+/// An inline `[[test]]`.
+#[derive(Debug, Clone)]
+pub struct RuleTest {
+    pub name: String,
+    pub expect: u64,
+    /// Evaluate match conditions only: one alert per matching event.
+    pub ignore_thresholds: bool,
+    pub events: Vec<serde_json::Value>,
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: String,
+    pub title: Template,
+    pub title_text: String,
+    pub severity: Severity,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub references: Vec<String>,
+    pub runbook: Option<String>,
+    pub enabled: bool,
+    pub origin: Option<Origin>,
+    pub selections: Vec<Selection>,
+    pub condition: Cond,
+    pub condition_text: String,
+    pub excludes: Vec<Exclude>,
+    pub threshold: Option<Threshold>,
+    pub suppress: Option<Suppress>,
+    pub tests: Vec<RuleTest>,
+    pub path: PathBuf,
+}
+
+impl Rule {
+    /// Whether the rule's condition holds and no active exception applies.
+    pub fn matches(&self, e: &Event, today: (i32, u8, u8)) -> bool {
+        self.condition.eval(&mut |i| self.selections[i].matches(e))
+            && !self
+                .excludes
+                .iter()
+                .any(|x| x.expires.is_none_or(|d| d >= today) && x.selection.matches(e))
+    }
+
+    /// A one-line account of why the rule did not match `e` (or that it did).
+    pub fn explain(&self, e: &Event, today: (i32, u8, u8)) -> String {
+        if let Some(x) = self
+            .excludes
+            .iter()
+            .find(|x| x.expires.is_none_or(|d| d >= today) && x.selection.matches(e))
+        {
+            if self.condition.eval(&mut |i| self.selections[i].matches(e)) {
+                return format!(
+                    "matched, but the exception `{}` applies",
+                    x.reason.as_deref().unwrap_or("(no reason given)")
+                );
+            }
+        }
+        let mut parts = Vec::new();
+        for s in &self.selections {
+            match s.first_failure(e) {
+                None => parts.push(format!("selection `{}` matched", s.name)),
+                Some(c) => {
+                    let got = e
+                        .first_value(&c.field)
+                        .map_or("absent".to_string(), |v| format!("{}", v.to_json()));
+                    parts.push(format!(
+                        "selection `{}` failed on `{}` (value: {got})",
+                        s.name, c.path
+                    ))
+                }
+            }
+        }
+        let verdict = if self.condition.eval(&mut |i| self.selections[i].matches(e)) {
+            "condition holds"
+        } else {
+            "condition does not hold"
+        };
+        format!("{verdict}: {}", parts.join("; "))
+    }
+}
+
+/// One problem in a rule file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub path: PathBuf,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.path.display(),
+            self.line,
+            self.col,
+            self.message
+        )
+    }
+}
+
+/// Every problem found while loading a rule set.
+#[derive(Debug, Clone)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.0 {
+            writeln!(f, "{d}")?;
+        }
+        write!(f, "{} problem(s) in rules", self.0.len())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// The rules loaded from a directory.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    /// Non-fatal notes from loading (expired exceptions), `file:line:col: message`.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// What loading checks beyond syntax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strictness {
+    /// `rules check`: an expired exception is an error.
+    Check,
+    /// `scan`/`run`: an expired exception is a warning and stops applying.
+    Run,
+}
+
+impl RuleSet {
+    /// Loads every `*.toml` under `path` (recursively, in path order), or the one file
+    /// `path` names. All problems of all files are reported together.
+    pub fn load(path: &Path, strictness: Strictness) -> Result<RuleSet, Diagnostics> {
+        let files = rule_files(path).map_err(|e| {
+            Diagnostics(vec![Diagnostic {
+                path: path.to_path_buf(),
+                line: 1,
+                col: 1,
+                message: format!("cannot read rules: {e} (set --rules or TRAILWATCH_RULES to the rules directory)"),
+            }])
+        })?;
+        let mut loader = syntax::Loader::new(strictness, today());
+        for f in &files {
+            match std::fs::read_to_string(f) {
+                Ok(src) => loader.add(f, &src),
+                Err(e) => loader.error_at_file(f, format!("cannot read rule file: {e}")),
+            }
+        }
+        loader.finish()
+    }
+
+    /// Rules that are enabled.
+    pub fn enabled(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().filter(|r| r.enabled)
+    }
+}
+
+/// Today's date (UTC) as `(year, month, day)`, for exception expiry.
+pub fn today() -> (i32, u8, u8) {
+    let now = time::OffsetDateTime::now_utc();
+    (now.year(), now.month() as u8, now.day())
+}
+
+/// `*.toml` files under `path`, sorted; `path` itself when it is a file.
+pub fn rule_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let p = entry?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "toml") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn templates_render_fields_and_dashes() {
+        let t = Template::parse("{actor.name} did {eventName} on {s3.key} {{x}}").unwrap();
+        let e = Event::from_value(json!({"eventName": "GetObject", "userIdentity": {"type": "IAMUser", "userName": "al"}})).unwrap();
+        assert_eq!(t.render(&e), "al did GetObject on - {x}");
+    }
+
+    #[test]
+    fn template_errors() {
+        assert!(
+            Template::parse("{actor.nope}")
+                .unwrap_err()
+                .1
+                .contains("unknown field")
+        );
+        assert_eq!(Template::parse("a {b").unwrap_err().0, 2);
+        assert!(
+            Template::parse("a } b")
+                .unwrap_err()
+                .1
+                .contains("unmatched")
+        );
+    }
+
+    #[test]
+    fn severities_order_and_parse() {
+        assert!(Severity::Critical > Severity::High && Severity::Low > Severity::Info);
+        assert_eq!("medium".parse::<Severity>().unwrap(), Severity::Medium);
+        assert!(
+            "warn"
+                .parse::<Severity>()
+                .unwrap_err()
+                .contains("expected one of")
+        );
+    }
+}

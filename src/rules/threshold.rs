@@ -1,0 +1,299 @@
+//! Thresholds and suppression, both in *event time*.
+//!
+//! CloudTrail delivers files about 5 minutes after the calls, sometimes much later, and
+//! files overlap, so events reach a rule out of order. Windows are therefore computed
+//! from `eventTime`, never from arrival time: each group keeps its recent events sorted
+//! by time, and an arriving event fires the threshold when *any* window of the
+//! configured length that contains it holds `count` events (or distinct values). The
+//! events of a window that fired are consumed, so the next alert needs `count` fresh
+//! ones. Events are kept for the window plus [`LATENESS_MS`] behind the newest event
+//! seen by the rule; older ones are evicted, which bounds memory.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::{Suppress, Threshold};
+
+/// How far behind the newest event an event may arrive and still be counted with
+/// the events around it.
+pub const LATENESS_MS: i64 = 60 * 60 * 1000;
+
+/// How often (in observations) whole-state sweeps evict idle groups.
+const SWEEP_EVERY: u64 = 4096;
+
+/// Group or suppression key: one value per `group_by`/`key` field, `None` when absent.
+pub type Key = Vec<Option<String>>;
+
+/// A threshold that fired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// Events (or distinct values) in the window that fired.
+    pub count: u64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub group: Key,
+}
+
+#[derive(Debug, Default)]
+pub struct ThresholdState {
+    groups: HashMap<Key, BTreeMap<(i64, u64), Option<String>>>,
+    watermark: Option<i64>,
+    seq: u64,
+}
+
+impl ThresholdState {
+    /// The newest event time seen, used for events that carry none.
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermark
+    }
+
+    /// Records one matching event; returns the hit when it completes a window.
+    pub fn observe(
+        &mut self,
+        th: &Threshold,
+        t: i64,
+        group: Key,
+        distinct: Option<String>,
+    ) -> Option<Hit> {
+        let wm = self.watermark.map_or(t, |w| w.max(t));
+        self.watermark = Some(wm);
+        self.seq += 1;
+        if self.seq % SWEEP_EVERY == 0 {
+            let horizon = wm - th.window_ms - LATENESS_MS;
+            self.groups.retain(|_, entries| {
+                evict(entries, horizon);
+                !entries.is_empty()
+            });
+        }
+        let entries = self.groups.entry(group.clone()).or_default();
+        evict(entries, wm - th.window_ms - LATENESS_MS);
+        entries.insert((t, self.seq), distinct);
+
+        let w = th.window_ms;
+        let near: Vec<(&(i64, u64), &Option<String>)> =
+            entries.range((t - w, 0)..=(t + w, u64::MAX)).collect();
+        let n = near.len();
+        let mut j = 0;
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for i in 0..n {
+            let start = near[i].0.0;
+            if start > t {
+                break;
+            }
+            // Extend the window [start, start + w] as far as it goes.
+            while j < n && near[j].0.0 <= start + w {
+                if let Some(v) = near[j].1 {
+                    *seen.entry(v.as_str()).or_default() += 1;
+                }
+                j += 1;
+            }
+            if start + w >= t {
+                let count = if th.distinct.is_some() {
+                    seen.len() as u64
+                } else {
+                    (j - i) as u64
+                };
+                if count >= th.count {
+                    let keys: Vec<(i64, u64)> = near[i..j].iter().map(|(k, _)| **k).collect();
+                    let hit = Hit {
+                        count,
+                        first_ms: keys[0].0,
+                        last_ms: keys[keys.len() - 1].0,
+                        group,
+                    };
+                    for k in keys {
+                        entries.remove(&k);
+                    }
+                    return Some(hit);
+                }
+            }
+            // Slide: drop the window's first event.
+            if let Some(v) = near[i].1 {
+                if let Some(c) = seen.get_mut(v.as_str()) {
+                    *c -= 1;
+                    if *c == 0 {
+                        seen.remove(v.as_str());
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Groups currently held (for tests and metrics).
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+}
+
+fn evict(entries: &mut BTreeMap<(i64, u64), Option<String>>, horizon: i64) {
+    while let Some((&(t, _), _)) = entries.first_key_value() {
+        if t >= horizon {
+            break;
+        }
+        entries.pop_first();
+    }
+}
+
+/// Remembers when each suppression key last alerted.
+#[derive(Debug, Default)]
+pub struct SuppressState {
+    last: HashMap<Key, i64>,
+    watermark: i64,
+    seen: u64,
+}
+
+impl SuppressState {
+    /// Whether an alert at event time `t` with `key` may go out; records it if so.
+    /// An alert is dropped when an alert with the same key went out less than the
+    /// window before *or after* it (events arrive out of order).
+    pub fn admit(&mut self, s: &Suppress, key: Key, t: i64) -> bool {
+        self.watermark = self.watermark.max(t);
+        self.seen += 1;
+        if self.seen % SWEEP_EVERY == 0 {
+            let horizon = self.watermark - s.window_ms - LATENESS_MS;
+            self.last.retain(|_, v| *v >= horizon);
+        }
+        if let Some(prev) = self.last.get(&key) {
+            if (t - prev).abs() < s.window_ms {
+                return false;
+            }
+        }
+        self.last.insert(key, t);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::FieldRef;
+
+    const MIN: i64 = 60_000;
+
+    fn th(count: u64, window_min: i64, distinct: bool) -> Threshold {
+        Threshold {
+            count,
+            window_ms: window_min * MIN,
+            window_text: format!("{window_min}m"),
+            group_by: vec![],
+            distinct: distinct.then(|| {
+                (
+                    "eventName".to_owned(),
+                    FieldRef::parse("eventName").unwrap(),
+                )
+            }),
+        }
+    }
+
+    fn g(s: &str) -> Key {
+        vec![Some(s.to_owned())]
+    }
+
+    /// Feeds (minute, group) events; returns the indices of events that fired.
+    fn fire(t: &Threshold, events: &[(i64, &str)]) -> Vec<usize> {
+        let mut st = ThresholdState::default();
+        events
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (m, grp))| st.observe(t, m * MIN, g(grp), None).map(|_| i))
+            .collect()
+    }
+
+    #[test]
+    fn fires_on_the_count_th_event_within_the_window() {
+        assert_eq!(
+            fire(&th(3, 5, false), &[(0, "a"), (1, "a"), (2, "a")]),
+            vec![2]
+        );
+        assert_eq!(
+            fire(&th(3, 5, false), &[(0, "a"), (1, "a")]),
+            Vec::<usize>::new()
+        );
+    }
+
+    #[test]
+    fn window_edges_are_inclusive() {
+        // Exactly `window` apart still counts; one millisecond more does not.
+        assert_eq!(fire(&th(2, 5, false), &[(0, "a"), (5, "a")]), vec![1]);
+        let mut st = ThresholdState::default();
+        assert!(st.observe(&th(2, 5, false), 0, g("a"), None).is_none());
+        assert!(
+            st.observe(&th(2, 5, false), 5 * MIN + 1, g("a"), None)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn groups_count_separately() {
+        assert_eq!(
+            fire(&th(2, 5, false), &[(0, "a"), (1, "b"), (2, "a")]),
+            vec![2]
+        );
+    }
+
+    #[test]
+    fn out_of_order_events_complete_a_window() {
+        // Arrival order 10, 0, 4. With a 5-minute window no window holds all three
+        // ([0, 5] holds 0 and 4); with a 10-minute one, [0, 10] does.
+        assert_eq!(
+            fire(&th(3, 5, false), &[(10, "a"), (0, "a"), (4, "a")]),
+            Vec::<usize>::new()
+        );
+        assert_eq!(
+            fire(&th(3, 10, false), &[(10, "a"), (0, "a"), (4, "a")]),
+            vec![2]
+        );
+        // A late event in the middle of a burst.
+        assert_eq!(
+            fire(&th(3, 5, false), &[(3, "a"), (1, "a"), (2, "a")]),
+            vec![2]
+        );
+    }
+
+    #[test]
+    fn a_fired_window_is_consumed() {
+        let ev: Vec<(i64, &str)> = (0..6).map(|m| (m, "a")).collect();
+        assert_eq!(fire(&th(3, 10, false), &ev), vec![2, 5]);
+    }
+
+    #[test]
+    fn distinct_counts_values_not_events() {
+        let t = th(3, 5, true);
+        let mut st = ThresholdState::default();
+        let mut obs = |m: i64, v: &str| st.observe(&t, m * MIN, g("a"), Some(v.to_owned()));
+        assert!(obs(0, "x").is_none());
+        assert!(obs(1, "x").is_none());
+        assert!(obs(2, "y").is_none());
+        let hit = obs(3, "z").expect("three distinct values");
+        assert_eq!(hit.count, 3);
+        assert_eq!((hit.first_ms, hit.last_ms), (0, 3 * MIN));
+    }
+
+    #[test]
+    fn old_events_are_evicted_and_idle_groups_dropped() {
+        let t = th(100, 1, false);
+        let mut st = ThresholdState::default();
+        for i in 0..(SWEEP_EVERY as i64 * 2) {
+            // each event in its own group, one minute apart
+            st.observe(&t, i * MIN, g(&i.to_string()), None);
+        }
+        assert!(st.groups() < 200, "groups held: {}", st.groups());
+    }
+
+    #[test]
+    fn suppression_drops_alerts_within_the_window_either_side() {
+        let s = Suppress {
+            window_ms: 60 * MIN,
+            key: vec![],
+        };
+        let mut st = SuppressState::default();
+        assert!(st.admit(&s, g("k"), 100 * MIN));
+        assert!(!st.admit(&s, g("k"), 130 * MIN));
+        assert!(
+            !st.admit(&s, g("k"), 50 * MIN),
+            "an earlier event within the window"
+        );
+        assert!(st.admit(&s, g("other"), 130 * MIN));
+        assert!(st.admit(&s, g("k"), 160 * MIN), "exactly one window later");
+    }
+}

@@ -1,0 +1,146 @@
+use std::collections::HashMap;
+
+use serde_json::Value;
+use trailwatch::identity::{ActorKind, actor};
+
+use crate::support::*;
+
+fn panther_records() -> Vec<Value> {
+    let path = corpus().join("cloudtrail/panther-test-events/records.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["Records"].as_array().unwrap().clone()
+}
+
+fn find<'a>(records: &'a [Value], pred: impl Fn(&Value) -> bool) -> &'a Value {
+    records
+        .iter()
+        .find(|r| pred(r))
+        .expect("the corpus holds such a record")
+}
+
+/// Every identity type in real records normalises as documented.
+#[test]
+fn identities_of_real_records() {
+    let recs = panther_records();
+    let ui_type = |r: &Value| r["userIdentity"]["type"].as_str().map(str::to_owned);
+
+    // SSO: the session name, never userName; the permission set from the role.
+    let sso = find(&recs, |r| {
+        r["userIdentity"]["arn"]
+            .as_str()
+            .is_some_and(|a| a.contains("AWSReservedSSO_DevAdmin_635426549a280cc6"))
+    });
+    let a = actor(sso);
+    assert_eq!(a.kind, ActorKind::SsoUser);
+    assert_eq!(a.name.as_deref(), Some("nicholas.hakmiller"));
+    assert_eq!(a.permission_set.as_deref(), Some("DevAdmin"));
+    assert_eq!(a.account.as_deref(), Some("187901811700"));
+
+    let iam = find(&recs, |r| {
+        ui_type(r).as_deref() == Some("IAMUser") && r["userIdentity"]["userName"].is_string()
+    });
+    let a = actor(iam);
+    assert_eq!(a.kind, ActorKind::IamUser);
+    assert_eq!(a.name.as_deref(), iam["userIdentity"]["userName"].as_str());
+
+    let root = find(&recs, |r| ui_type(r).as_deref() == Some("Root"));
+    assert_eq!(
+        (actor(root).kind, actor(root).name.as_deref()),
+        (ActorKind::Root, Some("root"))
+    );
+
+    let svc = find(&recs, |r| ui_type(r).as_deref() == Some("AWSService"));
+    assert_eq!(actor(svc).kind, ActorKind::AwsService);
+    assert_eq!(actor(svc).name.as_deref(), Some("lambda.amazonaws.com"));
+
+    let fed = find(&recs, |r| ui_type(r).as_deref() == Some("FederatedUser"));
+    assert_eq!(
+        (actor(fed).kind, actor(fed).name.as_deref()),
+        (ActorKind::FederatedUser, Some("federated-user"))
+    );
+
+    let acct = find(&recs, |r| ui_type(r).as_deref() == Some("AWSAccount"));
+    assert_eq!(actor(acct).kind, ActorKind::AwsAccount);
+    assert_eq!(
+        actor(acct).name.as_deref(),
+        acct["userIdentity"]["principalId"].as_str()
+    );
+
+    let role = find(&recs, |r| {
+        ui_type(r).as_deref() == Some("AssumedRole")
+            && r["userIdentity"]["arn"]
+                .as_str()
+                .is_some_and(|a| !a.contains("AWSReservedSSO") && a.matches('/').count() == 2)
+            && r["userIdentity"]["sessionContext"]["sessionIssuer"]["userName"].is_string()
+    });
+    let a = actor(role);
+    assert_eq!(a.kind, ActorKind::AssumedRole);
+    let name = a.name.unwrap();
+    assert_eq!(name, format!("{}/{}", a.role.unwrap(), a.session.unwrap()));
+
+    // Every record normalises to something, and every AWSReservedSSO_ role is an SSO user.
+    let mut kinds: HashMap<&str, usize> = HashMap::new();
+    for r in &recs {
+        let a = actor(r);
+        *kinds.entry(a.kind.as_str()).or_default() += 1;
+        if r["userIdentity"]["arn"]
+            .as_str()
+            .is_some_and(|x| x.contains(":assumed-role/AWSReservedSSO_"))
+        {
+            assert_eq!(a.kind, ActorKind::SsoUser, "{}", r["userIdentity"]);
+        }
+    }
+    // A malformed ARN without a session still names the role.
+    let odd = find(&recs, |r| {
+        r["userIdentity"]["arn"] == "arn:aws:sts::123456789012:assumed-role/tester"
+    });
+    assert_eq!(actor(odd).name.as_deref(), Some("Tester"));
+    assert!(kinds["sso_user"] >= 10, "{kinds:?}");
+    assert!(kinds["unknown"] >= 18, "records without a type: {kinds:?}");
+}
+
+/// The whole messy corpus file scans without a record error.
+#[test]
+fn panther_corpus_scans_cleanly() {
+    let (code, out, err) = run(trailwatch()
+        .args(["scan"])
+        .arg(corpus().join("cloudtrail/panther-test-events/records.json")));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("439 records (0 record errors"), "{err}");
+    assert!(
+        !out.is_empty(),
+        "the S3 rules find SSO activity in the corpus"
+    );
+}
+
+/// A generated corpus (the shared generator, all identity types including
+/// IdentityCenterUser) scans with no errors and every record counted.
+#[test]
+fn generated_corpus_scans_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("python3")
+        .arg(root().join("../shared/tools/gen_cloudtrail.py"))
+        .args(["--seed", "7", "--files", "3", "--records", "400", "--out"])
+        .arg(dir.path().join("ct"))
+        .status()
+        .expect("python3 runs the generator");
+    assert!(status.success());
+    write(
+        &dir.path().join("rules/idc.toml"),
+        "id = \"idc\"\ntitle = \"{actor.name}\"\nseverity = \"info\"\n[match]\n\"actor.kind\" = \"identity_center_user\"\n\"actor.name\" = { exists = true }\n",
+    );
+    let (code, out, err) = run(trailwatch()
+        .args(["scan", "--rules"])
+        .arg(dir.path().join("rules"))
+        .arg(dir.path().join("ct")));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("scanned 3 files (0 failed"), "{err}");
+    assert!(err.contains("1200 records (0 record errors"), "{err}");
+    let alerts = jsonl(&out);
+    assert!(
+        !alerts.is_empty(),
+        "IdentityCenterUser records are recognised"
+    );
+    assert!(alerts.iter().all(|a| a["actor"]["user_id"].is_string()));
+}

@@ -1,0 +1,12 @@
+//! Integration tests: one binary, one module per area.
+
+mod support;
+
+// `trailwatch scan` over local files: formats, readers' error cases, options.
+mod scan;
+// `trailwatch rules check` / `rules test`: diagnostics and the test runner.
+mod rules_cli;
+// Real CloudTrail records and generated corpora from the shared field data.
+mod corpus;
+// `trailwatch scan s3://...` against the moto emulator.
+mod s3_scan;
