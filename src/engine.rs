@@ -27,6 +27,9 @@ pub struct Detection {
 struct RuleState {
     threshold: ThresholdState,
     suppress: SuppressState,
+    /// The newest event time among the rule's matches, used for events that carry
+    /// no usable `eventTime`.
+    newest_ms: Option<i64>,
 }
 
 /// Rules plus their windowed state.
@@ -56,13 +59,28 @@ impl Engine {
         }
     }
 
+    /// Re-reads today's date, which decides whether exceptions have expired. Call
+    /// it between files in long-running processes.
+    pub fn refresh_clock(&mut self) {
+        self.today = crate::rules::today();
+    }
+
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
 
-    /// Per-rule counts of condition matches so far, in [`Engine::rules`] order.
-    pub fn match_counts(&self) -> &[u64] {
-        &self.matches
+    /// Per-rule counts of condition matches since the last call, by rule id; resets
+    /// them.
+    pub fn take_match_counts(&mut self) -> Vec<(String, u64)> {
+        let out = self
+            .rules
+            .iter()
+            .zip(&self.matches)
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| (r.id.clone(), *n))
+            .collect();
+        self.matches.iter_mut().for_each(|n| *n = 0);
+        out
     }
 
     /// Evaluates one event, appending what fired to `out`.
@@ -78,7 +96,13 @@ impl Engine {
             }
             let st = &mut self.state[i];
             // An event without a usable eventTime counts at the newest time seen.
-            let t = e.time_ms().or(st.threshold.watermark()).unwrap_or(0);
+            let t = match e.time_ms() {
+                Some(t) => {
+                    st.newest_ms = Some(st.newest_ms.map_or(t, |n| n.max(t)));
+                    t
+                }
+                None => st.newest_ms.unwrap_or(0),
+            };
             let hit = match &rule.threshold {
                 Some(th) => {
                     let group = key(e, &th.group_by);

@@ -17,6 +17,7 @@
 
 pub mod alert;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod identity;
 pub mod input;

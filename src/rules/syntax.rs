@@ -228,6 +228,26 @@ impl<'a> FileCx<'a> {
         });
     }
 
+    /// Where a string value's content starts, past its opening quote(s) (and the
+    /// newline a multi-line string may open with). Offsets into the content map to
+    /// the source exactly unless the string has escapes.
+    fn content_start(&self, span: Range<usize>) -> usize {
+        let raw = &self.src[span.start.min(self.src.len())..];
+        let mut start = span.start;
+        if raw.starts_with("'''") || raw.starts_with("\"\"\"") {
+            start += 3;
+            let after = &self.src[start.min(self.src.len())..];
+            if after.starts_with("\r\n") {
+                start += 2;
+            } else if after.starts_with('\n') {
+                start += 1;
+            }
+        } else if raw.starts_with('"') || raw.starts_with('\'') {
+            start += 1;
+        }
+        start
+    }
+
     fn string(&mut self, v: &SValue<'_>, what: &str) -> Option<String> {
         match v.get_ref() {
             DeValue::String(s) => Some(s.to_string()),
@@ -309,9 +329,9 @@ impl<'a> FileCx<'a> {
     fn duration_ms(&mut self, v: &SValue<'_>, what: &str) -> Option<(i64, String)> {
         let text = self.string(v, what)?;
         match humantime::parse_duration(&text) {
-            Ok(d) if !d.is_zero() => Some((d.as_millis() as i64, text)),
+            Ok(d) if d.as_secs() >= 1 => Some((d.as_millis() as i64, text)),
             Ok(_) => {
-                self.err(v.span(), format!("`{what}` must be longer than zero"));
+                self.err(v.span(), format!("`{what}` must be at least 1s"));
                 None
             }
             Err(e) => {
@@ -395,8 +415,14 @@ impl<'a> FileCx<'a> {
     /// Compiles what a field must satisfy: a scalar (equals), a list (any of), or an
     /// operator table.
     fn field_test(&mut self, v: &SValue<'_>) -> Option<FieldTest> {
+        self.field_test_ci(v, false)
+    }
+
+    /// As [`Self::field_test`], with `ci` inherited from an enclosing table (a `not`
+    /// inside a `ci = true` table is case-insensitive too).
+    fn field_test_ci(&mut self, v: &SValue<'_>, inherited_ci: bool) -> Option<FieldTest> {
         match v.get_ref() {
-            DeValue::Table(t) => self.op_table(t, v.span()),
+            DeValue::Table(t) => self.op_table(t, v.span(), inherited_ci),
             DeValue::Array(items) if items.is_empty() => {
                 self.err(
                     v.span(),
@@ -410,10 +436,7 @@ impl<'a> FileCx<'a> {
                     .all(|i| !matches!(i.get_ref(), DeValue::Table(_) | DeValue::Array(_))) =>
             {
                 Some(FieldTest::Table {
-                    ops: vec![Op::Eq {
-                        any: self.scalars(v, "eq")?,
-                        ci: false,
-                    }],
+                    ops: vec![eq_op(self.scalars(v, "eq")?, inherited_ci)],
                     exists: None,
                     not: None,
                 })
@@ -421,22 +444,24 @@ impl<'a> FileCx<'a> {
             DeValue::Array(items) => {
                 let mut alts = Vec::new();
                 for i in items.iter() {
-                    alts.push(self.field_test(i)?);
+                    alts.push(self.field_test_ci(i, inherited_ci)?);
                 }
                 Some(FieldTest::AnyOf(alts))
             }
             _ => Some(FieldTest::Table {
-                ops: vec![Op::Eq {
-                    any: vec![self.scalar(v, "eq")?],
-                    ci: false,
-                }],
+                ops: vec![eq_op(vec![self.scalar(v, "eq")?], inherited_ci)],
                 exists: None,
                 not: None,
             }),
         }
     }
 
-    fn op_table(&mut self, t: &DeTable<'_>, span: Range<usize>) -> Option<FieldTest> {
+    fn op_table(
+        &mut self,
+        t: &DeTable<'_>,
+        span: Range<usize>,
+        inherited_ci: bool,
+    ) -> Option<FieldTest> {
         if t.is_empty() {
             self.err(
                 span,
@@ -446,7 +471,7 @@ impl<'a> FileCx<'a> {
         }
         let ci = match key_of(t, "ci") {
             Some((_, v)) => self.bool(v, "ci")?,
-            None => false,
+            None => inherited_ci,
         };
         let lower = |s: String| if ci { s.to_lowercase() } else { s };
         let mut ops = Vec::new();
@@ -457,16 +482,7 @@ impl<'a> FileCx<'a> {
             let name = k.get_ref().as_ref();
             let op = match name {
                 "ci" => continue,
-                "eq" | "in" => self.scalars(v, name).map(|any| Op::Eq {
-                    any: any
-                        .into_iter()
-                        .map(|s| match s {
-                            Scalar::Str(x) => Scalar::Str(lower(x)),
-                            other => other,
-                        })
-                        .collect(),
-                    ci,
-                }),
+                "eq" | "in" => self.scalars(v, name).map(|any| eq_op(any, ci)),
                 "prefix" | "suffix" | "contains" => self.strings(v, name).map(|l| {
                     let any: Vec<String> = l.into_iter().map(|(s, _)| lower(s)).collect();
                     match name {
@@ -531,7 +547,7 @@ impl<'a> FileCx<'a> {
                     continue;
                 }
                 "not" => {
-                    not = self.field_test(v).map(Box::new);
+                    not = self.field_test_ci(v, ci).map(Box::new);
                     if not.is_none() {
                         ok = false;
                     }
@@ -761,7 +777,7 @@ impl<'a> FileCx<'a> {
                     .and_then(|text| match condition::parse(text, &names) {
                         Ok(c) => Some(c),
                         Err(e) => {
-                            let start = v.span().start + 1 + e.offset;
+                            let start = self.content_start(v.span()) + e.offset;
                             self.err(start..start + 1, e.message);
                             None
                         }
@@ -1118,6 +1134,18 @@ impl<'a> FileCx<'a> {
     }
 }
 
+/// `eq`/`in`: string literals are lower-cased for case-insensitive matching.
+fn eq_op(any: Vec<Scalar>, ci: bool) -> Op {
+    let any = any
+        .into_iter()
+        .map(|s| match s {
+            Scalar::Str(x) if ci => Scalar::Str(x.to_lowercase()),
+            other => other,
+        })
+        .collect();
+    Op::Eq { any, ci }
+}
+
 /// Reads test events from a file in any supported log layout (gzip or not).
 fn read_event_file(path: &Path) -> Result<Vec<serde_json::Value>, String> {
     let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
@@ -1225,6 +1253,14 @@ mod tests {
             (r#"readOnly = "false""#, true),
             (r#"eventName = ["Nope", { prefix = "PutBucket" }]"#, true),
             (r#""s3.bucket" = "Prod-Data""#, true),
+            (
+                r#"userAgent = { ci = true, not = { prefix = "BOTO3" } }"#,
+                false,
+            ),
+            (
+                r#"userAgent = { ci = true, not = ["x", { suffix = "PYTHON/3.12" }] }"#,
+                false,
+            ),
             (r#""event.success" = true"#, true),
         ];
         for (body, want) in cases {
@@ -1316,6 +1352,14 @@ reason = "backup job"
                 "`expires` must be a TOML date",
             ),
             ("[match]\n\"a..b\" = 1\n", "invalid field path `a..b`"),
+            (
+                "condition = '''\nmatch and nope'''\n[match]\na = 1\n",
+                "t.toml:5:11: unknown selection `nope`",
+            ),
+            (
+                "[match]\na = 1\n[threshold]\ncount = 2\nwindow = \"500ms\"\n",
+                "`window` must be at least 1s",
+            ),
             (
                 "origin = { project = \"p\" }\n[match]\na = 1\n",
                 "`origin` needs both `project` and `id`",

@@ -134,10 +134,11 @@ fn evict(entries: &mut BTreeMap<(i64, u64), Option<String>>, horizon: i64) {
     }
 }
 
-/// Remembers when each suppression key last alerted.
+/// Remembers when each suppression key alerted recently.
 #[derive(Debug, Default)]
 pub struct SuppressState {
-    last: HashMap<Key, i64>,
+    /// Event times of the alerts that went out, per key, within the horizon.
+    sent: HashMap<Key, std::collections::BTreeSet<i64>>,
     watermark: i64,
     seen: u64,
 }
@@ -149,16 +150,27 @@ impl SuppressState {
     pub fn admit(&mut self, s: &Suppress, key: Key, t: i64) -> bool {
         self.watermark = self.watermark.max(t);
         self.seen += 1;
+        let horizon = self.watermark - s.window_ms - LATENESS_MS;
         if self.seen % SWEEP_EVERY == 0 {
-            let horizon = self.watermark - s.window_ms - LATENESS_MS;
-            self.last.retain(|_, v| *v >= horizon);
+            self.sent.retain(|_, times| {
+                times.retain(|x| *x >= horizon);
+                !times.is_empty()
+            });
         }
-        if let Some(prev) = self.last.get(&key) {
-            if (t - prev).abs() < s.window_ms {
-                return false;
-            }
+        let times = self.sent.entry(key).or_default();
+        let w = s.window_ms;
+        // Any alert that went out less than the window before or after this one?
+        if times
+            .range(t.saturating_sub(w - 1)..=t.saturating_add(w - 1))
+            .next()
+            .is_some()
+        {
+            return false;
         }
-        self.last.insert(key, t);
+        times.insert(t);
+        while times.first().is_some_and(|x| *x < horizon) {
+            times.pop_first();
+        }
         true
     }
 }
@@ -295,5 +307,27 @@ mod tests {
         );
         assert!(st.admit(&s, g("other"), 130 * MIN));
         assert!(st.admit(&s, g("k"), 160 * MIN), "exactly one window later");
+    }
+
+    #[test]
+    fn suppression_remembers_every_recent_alert_not_just_the_last() {
+        let s = Suppress {
+            window_ms: 60 * MIN,
+            key: vec![],
+        };
+        let mut st = SuppressState::default();
+        assert!(st.admit(&s, g("k"), 120 * MIN));
+        assert!(
+            st.admit(&s, g("k"), 0),
+            "two hours earlier: a separate alert"
+        );
+        assert!(
+            !st.admit(&s, g("k"), 150 * MIN),
+            "within the window of the 120-minute alert"
+        );
+        assert!(
+            !st.admit(&s, g("k"), 30 * MIN),
+            "within the window of the early alert"
+        );
     }
 }

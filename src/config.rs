@@ -1,0 +1,589 @@
+//! `trailwatch run` configuration: a TOML file, every key also settable by
+//! environment, validated at load time. AWS region, credentials and endpoints are not
+//! here on purpose: they come from the standard SDK chain (`AWS_REGION`,
+//! `AWS_ENDPOINT_URL`, instance and task roles).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::rules::Severity;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub source: SourceConfig,
+    pub rules: RulesConfig,
+    #[serde(rename = "sink")]
+    pub sinks: Vec<SinkConfig>,
+    pub metrics: MetricsConfig,
+    pub health: HealthConfig,
+    pub limits: LimitsConfig,
+}
+
+/// `[source]`: the SQS queue that carries notifications of new log files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Queue URL. Required. Env: `TRAILWATCH_QUEUE_URL`.
+    pub queue_url: String,
+    /// Messages (files) processed at once. Env: `TRAILWATCH_MAX_IN_FLIGHT`. Default 4.
+    pub max_in_flight: usize,
+    /// Only keys matching one of these regexes are read (empty: all).
+    pub include: Vec<String>,
+    /// Keys matching any of these regexes are skipped. Default: digest files.
+    pub exclude: Vec<String>,
+    /// Long-poll wait per ReceiveMessage, 0–20 s. Default "20s".
+    #[serde(with = "humantime_serde_compat")]
+    pub wait_time: Duration,
+    /// Visibility requested on receive and renewed by the heartbeat while a file is
+    /// processed. Default "5m".
+    #[serde(with = "humantime_serde_compat")]
+    pub visibility_timeout: Duration,
+    /// Visibility given to a message whose processing failed, so that it comes back
+    /// soon rather than after the full timeout. Default "30s".
+    #[serde(with = "humantime_serde_compat")]
+    pub retry_delay: Duration,
+    /// Time allowed on SIGTERM/SIGINT to finish in-flight files. Default "25s"
+    /// (under ECS's 30 s stop timeout).
+    #[serde(with = "humantime_serde_compat")]
+    pub shutdown_grace: Duration,
+    /// Completed objects remembered to skip redeliveries. Default 10000.
+    pub completed_cache: usize,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            queue_url: String::new(),
+            max_in_flight: 4,
+            include: Vec::new(),
+            exclude: vec!["CloudTrail-Digest".to_owned()],
+            wait_time: Duration::from_secs(20),
+            visibility_timeout: Duration::from_secs(300),
+            retry_delay: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(25),
+            completed_cache: 10_000,
+        }
+    }
+}
+
+/// `[rules]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Rules directory. Env: `TRAILWATCH_RULES`. Default "rules".
+    pub dir: PathBuf,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            dir: PathBuf::from("rules"),
+        }
+    }
+}
+
+/// Where alerts go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkType {
+    Stdout,
+    File,
+    Sns,
+    Webhook,
+}
+
+/// `[[sink]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    #[serde(rename = "type")]
+    pub kind: SinkType,
+    /// `file`: path to append JSON lines to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// `sns`: topic ARN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_arn: Option<String>,
+    /// `webhook`: URL to POST to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `webhook`: send `{"text": "..."}` (Slack-style) instead of the alert JSON.
+    #[serde(default)]
+    pub slack: bool,
+    /// Only alerts at or above this severity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_severity: Option<Severity>,
+    /// Attempts per delivery before the file is given up for redelivery. Default 6.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// `webhook`: timeout per request. Default "10s".
+    #[serde(default = "default_timeout", with = "humantime_serde_compat")]
+    pub timeout: Duration,
+}
+
+fn default_attempts() -> u32 {
+    6
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl<'de> Deserialize<'de> for Severity {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Send CloudWatch metrics. Env: `TRAILWATCH_METRICS_ENABLED`. Default true.
+    pub enabled: bool,
+    /// CloudWatch namespace. Env: `TRAILWATCH_METRICS_NAMESPACE`. Default "TrailWatch".
+    pub namespace: String,
+    /// How often metrics are sent. Default "60s".
+    #[serde(with = "humantime_serde_compat")]
+    pub flush_interval: Duration,
+    /// Flushes a batch is kept through while CloudWatch fails before its datapoints
+    /// are dropped (and counted). Default 5.
+    pub max_pending_flushes: u32,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            namespace: "TrailWatch".to_owned(),
+            flush_interval: Duration::from_secs(60),
+            max_pending_flushes: 5,
+        }
+    }
+}
+
+/// `[health]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Address for /healthz, /readyz and /metrics; empty disables. Env:
+    /// `TRAILWATCH_HEALTH_LISTEN`. Default "127.0.0.1:8080".
+    pub listen: String,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            listen: "127.0.0.1:8080".to_owned(),
+        }
+    }
+}
+
+/// `[limits]`: per-file limits against hostile input.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_decompressed_bytes: u64,
+    pub max_record_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = crate::input::Limits::default();
+        LimitsConfig {
+            max_decompressed_bytes: l.max_decompressed_bytes,
+            max_record_bytes: l.max_record_bytes,
+        }
+    }
+}
+
+/// `humantime` strings ("30s", "5m") for `Duration` fields.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration `{s}` ({e}); write e.g. \"30s\", \"5m\""
+            ))
+        })
+    }
+}
+
+/// A configuration problem, with where it was found.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The environment variables that override the file, with what they set.
+pub const ENV_VARS: [(&str, &str); 9] = [
+    ("TRAILWATCH_QUEUE_URL", "source.queue_url"),
+    ("TRAILWATCH_MAX_IN_FLIGHT", "source.max_in_flight"),
+    ("TRAILWATCH_INCLUDE", "source.include (comma-separated)"),
+    ("TRAILWATCH_EXCLUDE", "source.exclude (comma-separated)"),
+    ("TRAILWATCH_RULES", "rules.dir"),
+    ("TRAILWATCH_METRICS_NAMESPACE", "metrics.namespace"),
+    ("TRAILWATCH_METRICS_ENABLED", "metrics.enabled"),
+    ("TRAILWATCH_HEALTH_LISTEN", "health.listen"),
+    (
+        "TRAILWATCH_SINKS",
+        "sinks, e.g. `stdout,sns:arn:aws:sns:...,webhook:https://...,file:/path`",
+    ),
+];
+
+impl Config {
+    /// Reads `path` (when given), applies environment overrides from `env`, and
+    /// validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError(format!("cannot read config {}: {e}", p.display())))?;
+                toml::from_str::<Config>(&text)
+                    .map_err(|e| ConfigError(format!("{}: {e}", p.display())))?
+            }
+            None => Config::default(),
+        };
+        cfg.apply_env(env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let list = |s: String| -> Vec<String> {
+            s.split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        if let Some(v) = env("TRAILWATCH_QUEUE_URL") {
+            self.source.queue_url = v;
+        }
+        if let Some(v) = env("TRAILWATCH_MAX_IN_FLIGHT") {
+            self.source.max_in_flight = v.parse().map_err(|_| {
+                ConfigError(format!(
+                    "TRAILWATCH_MAX_IN_FLIGHT: `{v}` is not a whole number"
+                ))
+            })?;
+        }
+        if let Some(v) = env("TRAILWATCH_INCLUDE") {
+            self.source.include = list(v);
+        }
+        if let Some(v) = env("TRAILWATCH_EXCLUDE") {
+            self.source.exclude = list(v);
+        }
+        if let Some(v) = env("TRAILWATCH_RULES") {
+            self.rules.dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("TRAILWATCH_METRICS_NAMESPACE") {
+            self.metrics.namespace = v;
+        }
+        if let Some(v) = env("TRAILWATCH_METRICS_ENABLED") {
+            self.metrics.enabled =
+                matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(v) = env("TRAILWATCH_HEALTH_LISTEN") {
+            self.health.listen = v;
+        }
+        if let Some(v) = env("TRAILWATCH_SINKS") {
+            self.sinks = list(v)
+                .iter()
+                .map(|s| parse_sink_spec(s))
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.source.queue_url.is_empty() {
+            problems.push("source.queue_url is required (or set TRAILWATCH_QUEUE_URL)".to_owned());
+        }
+        if self.source.max_in_flight == 0 {
+            problems.push("source.max_in_flight must be at least 1".to_owned());
+        }
+        if self.source.wait_time > Duration::from_secs(20) {
+            problems.push(
+                "source.wait_time must be at most 20s (the SQS long-poll maximum)".to_owned(),
+            );
+        }
+        let vt = self.source.visibility_timeout;
+        if vt < Duration::from_secs(2) || vt > Duration::from_secs(43_200) {
+            problems.push("source.visibility_timeout must be between 2s and 12h".to_owned());
+        }
+        if self.source.retry_delay > Duration::from_secs(43_200) {
+            problems.push("source.retry_delay must be at most 12h".to_owned());
+        }
+        for (what, list) in [
+            ("include", &self.source.include),
+            ("exclude", &self.source.exclude),
+        ] {
+            for re in list {
+                if let Err(e) = Regex::new(re) {
+                    problems.push(format!(
+                        "source.{what}: invalid regex `{re}`: {}",
+                        e.to_string().replace('\n', " ")
+                    ));
+                }
+            }
+        }
+        if self.sinks.is_empty() {
+            problems.push(
+                "at least one [[sink]] is required (or set TRAILWATCH_SINKS, e.g. \"stdout\")"
+                    .to_owned(),
+            );
+        }
+        for (i, s) in self.sinks.iter().enumerate() {
+            let n = i + 1;
+            match s.kind {
+                SinkType::File if s.path.is_none() => {
+                    problems.push(format!("sink #{n} (file) needs `path`"))
+                }
+                SinkType::Sns
+                    if s.topic_arn
+                        .as_deref()
+                        .is_none_or(|a| !a.starts_with("arn:")) =>
+                {
+                    problems.push(format!(
+                        "sink #{n} (sns) needs `topic_arn` = \"arn:aws:sns:...\""
+                    ))
+                }
+                SinkType::Webhook
+                    if s.url.as_deref().is_none_or(|u| {
+                        !(u.starts_with("http://") || u.starts_with("https://"))
+                    }) =>
+                {
+                    problems.push(format!("sink #{n} (webhook) needs `url` = \"https://...\""))
+                }
+                _ => {}
+            }
+            if s.max_attempts == 0 {
+                problems.push(format!("sink #{n}: max_attempts must be at least 1"));
+            }
+        }
+        if self.metrics.namespace.is_empty() || self.metrics.namespace.starts_with("AWS/") {
+            problems.push(
+                "metrics.namespace must be non-empty and must not start with AWS/".to_owned(),
+            );
+        }
+        if self.metrics.flush_interval < Duration::from_secs(1) {
+            problems.push("metrics.flush_interval must be at least 1s".to_owned());
+        }
+        if !self.health.listen.is_empty()
+            && self.health.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            problems.push(format!(
+                "health.listen: `{}` is not an address such as 0.0.0.0:8080",
+                self.health.listen
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(format!(
+                "invalid configuration:\n  - {}",
+                problems.join("\n  - ")
+            )))
+        }
+    }
+
+    /// The effective configuration as TOML, with secrets masked (webhook URLs carry
+    /// tokens in their path or query).
+    pub fn render_masked(&self) -> String {
+        let mut c = self.clone();
+        for s in &mut c.sinks {
+            if let Some(u) = &s.url {
+                s.url = Some(mask_url(u));
+            }
+        }
+        toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+/// `https://hooks.example.com/services/T000/B000/XXXX?x=y` → `https://hooks.example.com/***`.
+pub fn mask_url(u: &str) -> String {
+    match u.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.split(['/', '?']).next().unwrap_or("");
+            let host = host.rsplit('@').next().unwrap_or(host);
+            format!("{scheme}://{host}/***")
+        }
+        None => "***".to_owned(),
+    }
+}
+
+/// `stdout`, `file:/path`, `sns:arn:...`, `webhook:https://...` (for `TRAILWATCH_SINKS`).
+fn parse_sink_spec(s: &str) -> Result<SinkConfig, ConfigError> {
+    let (kind, arg) = s.split_once(':').unwrap_or((s, ""));
+    let mut c = SinkConfig {
+        kind: SinkType::Stdout,
+        path: None,
+        topic_arn: None,
+        url: None,
+        slack: false,
+        min_severity: None,
+        max_attempts: default_attempts(),
+        timeout: default_timeout(),
+    };
+    match kind {
+        "stdout" => {}
+        "file" => {
+            c.kind = SinkType::File;
+            c.path = Some(PathBuf::from(arg));
+        }
+        "sns" => {
+            c.kind = SinkType::Sns;
+            c.topic_arn = Some(arg.to_owned());
+        }
+        "webhook" => {
+            c.kind = SinkType::Webhook;
+            c.url = Some(arg.to_owned());
+        }
+        other => {
+            return Err(ConfigError(format!(
+                "TRAILWATCH_SINKS: unknown sink `{other}`; use stdout, file:PATH, sns:TOPIC_ARN or webhook:URL"
+            )));
+        }
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(Some(&p), &|k| env.get(k).cloned())
+    }
+
+    const FULL: &str = r#"
+[source]
+queue_url = "https://sqs.us-east-1.amazonaws.com/123456789012/trailwatch"
+max_in_flight = 4
+include = []
+exclude = ["CloudTrail-Digest"]
+
+[rules]
+dir = "rules"
+
+[[sink]]
+type = "stdout"
+
+[[sink]]
+type = "webhook"
+url = "https://hooks.example.com/services/T0/B0/secret"
+min_severity = "medium"
+
+[metrics]
+namespace = "TrailWatch"
+flush_interval = "60s"
+
+[health]
+listen = "127.0.0.1:8080"
+"#;
+
+    #[test]
+    fn documented_keys_load_with_defaults() {
+        let c = load(FULL, &[]).unwrap();
+        assert_eq!(c.source.max_in_flight, 4);
+        assert_eq!(c.source.wait_time, Duration::from_secs(20));
+        assert_eq!(c.source.shutdown_grace, Duration::from_secs(25));
+        assert_eq!(c.sinks.len(), 2);
+        assert_eq!(c.sinks[1].min_severity, Some(Severity::Medium));
+        assert_eq!(c.metrics.flush_interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = load(
+            FULL,
+            &[
+                ("TRAILWATCH_QUEUE_URL", "http://127.0.0.1:1/q"),
+                ("TRAILWATCH_RULES", "/etc/trailwatch/rules"),
+                ("TRAILWATCH_MAX_IN_FLIGHT", "8"),
+                ("TRAILWATCH_SINKS", "stdout, sns:arn:aws:sns:us-east-1:1:t"),
+                ("TRAILWATCH_EXCLUDE", "Digest,\\.tmp$"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.source.queue_url, "http://127.0.0.1:1/q");
+        assert_eq!(c.rules.dir, PathBuf::from("/etc/trailwatch/rules"));
+        assert_eq!(c.source.max_in_flight, 8);
+        assert_eq!(c.sinks.len(), 2);
+        assert_eq!(c.sinks[1].kind, SinkType::Sns);
+        assert_eq!(c.source.exclude, ["Digest", "\\.tmp$"]);
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let err = load(
+            "[source]\nmax_in_flight = 0\nexclude = [\"(\"]\nwait_time = \"30s\"\n[[sink]]\ntype = \"sns\"\n[health]\nlisten = \"nope\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "queue_url is required",
+            "max_in_flight must be at least 1",
+            "invalid regex `(`",
+            "wait_time must be at most 20s",
+            "sink #1 (sns) needs `topic_arn`",
+            "health.listen: `nope`",
+        ] {
+            assert!(err.contains(want), "{want}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() {
+        let e = load("[source]\nqueue = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `queue`"), "{e}");
+        let e = load(&FULL.replace("\"60s\"", "\"soon\""), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid duration `soon`"), "{e}");
+        let e = load(&FULL.replace("\"medium\"", "\"severe\""), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown severity `severe`"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let c = load(FULL, &[]).unwrap();
+        let shown = c.render_masked();
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("https://hooks.example.com/***"), "{shown}");
+        assert_eq!(
+            mask_url("https://user:pw@h.example/x?token=1"),
+            "https://h.example/***"
+        );
+    }
+}
