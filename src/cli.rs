@@ -43,6 +43,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the worker: long-poll SQS for new log files, evaluate them, deliver alerts.
+    Run(RunArgs),
     /// Scan CloudTrail log files (local paths, `-` for stdin, or s3://bucket/prefix) and print alerts.
     Scan(ScanArgs),
     /// Check or test detection rules.
@@ -91,6 +93,24 @@ pub enum RulesCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Configuration file (TOML); every key can also come from TRAILWATCH_* variables.
+    #[arg(long, short, value_name = "FILE", env = "TRAILWATCH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration and the rules, print the effective configuration
+    /// (secrets masked), and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Exit 0 once the queue has been empty for this long (e.g. "30s"): drain-and-exit runs.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub until_idle: Option<std::time::Duration>,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e}; write e.g. \"30s\", \"5m\""))
+}
+
+#[derive(Debug, Args)]
 pub struct ScanArgs {
     #[command(flatten)]
     pub dir: RulesDir,
@@ -132,6 +152,7 @@ fn parse_rfc3339(s: &str) -> Result<i64, String> {
 /// Runs a parsed command line; returns the process exit status.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => run_cmd(args),
         Command::Scan(args) => scan_cmd(args),
         Command::Rules { command } => match command {
             RulesCommand::Check { dir, path } => rules_check(&dir.resolve(path)),
@@ -261,4 +282,69 @@ fn scan_cmd(args: ScanArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(EXIT_OK))
+}
+
+fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let cfg = match crate::config::Config::load(args.config.as_deref(), &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_ERROR));
+        }
+    };
+    let rules = match load_rules(&cfg.rules.dir, Strictness::Run) {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    if args.check_config {
+        print!("{}", cfg.render_masked());
+        println!("# configuration OK; {} rules enabled from {}", rules.enabled().count(), cfg.rules.dir.display());
+        return Ok(ExitCode::from(EXIT_OK));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(listen_for_signals(shutdown_tx, reload_tx));
+        let aws = crate::aws::sdk_config().await;
+        let signals = crate::worker::Signals {
+            shutdown: shutdown_rx,
+            reload: reload_rx,
+        };
+        let opts = crate::worker::RunOptions {
+            until_idle: args.until_idle,
+        };
+        crate::worker::run(cfg, rules, aws, signals, opts).await
+    })?;
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+/// SIGTERM and SIGINT stop the worker gracefully; SIGHUP reloads the rules.
+async fn listen_for_signals(shutdown: tokio::sync::watch::Sender<bool>, reload: tokio::sync::mpsc::Sender<()>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: stopping");
+                let _ = shutdown.send(true);
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: stopping");
+                let _ = shutdown.send(true);
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading rules");
+                let _ = reload.try_send(());
+            }
+        }
+    }
 }

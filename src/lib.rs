@@ -16,6 +16,7 @@
 //! - [`cli`]: the command line.
 
 pub mod alert;
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod engine;
@@ -25,3 +26,7 @@ pub mod output;
 pub mod record;
 pub mod rules;
 pub mod scan;
+pub mod metrics;
+pub mod sinks;
+pub mod health;
+pub mod worker;

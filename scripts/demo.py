@@ -1,0 +1,179 @@
+"""The trailwatch demo: the worker against a local AWS emulator (see scripts/demo)."""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import boto3
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "tests" / "data" / "seed"
+REGION = "us-east-1"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what, pred, timeout=60.0, every=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(every)
+    sys.exit(f"demo: timed out waiting for {what}")
+
+
+def main():
+    binary = sys.argv[1]
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    moto = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    worker = None
+    try:
+        wait_until("the AWS emulator", lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0)
+        print(f"demo: AWS emulator (moto) on {endpoint}")
+        aws = dict(endpoint_url=endpoint, region_name=REGION, aws_access_key_id="demo", aws_secret_access_key="demo")
+        s3, sqs, sns, cw = (boto3.client(n, **aws) for n in ("s3", "sqs", "sns", "cloudwatch"))
+
+        bucket = "demo-cloudtrail-logs"
+        s3.create_bucket(Bucket=bucket)
+        dlq = sqs.create_queue(QueueName="trailwatch-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        queue = sqs.create_queue(
+            QueueName="trailwatch",
+            Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"})},
+        )["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        s3.put_bucket_notification_configuration(
+            Bucket=bucket,
+            NotificationConfiguration={
+                "QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}]
+            },
+        )
+        topic = sns.create_topic(Name="trailwatch-alerts")["TopicArn"]
+        inbox = sqs.create_queue(QueueName="soc-inbox")["QueueUrl"]
+        inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
+        print(f"demo: bucket s3://{bucket} -> SQS {queue} (DLQ after 3 receives); alerts -> SNS {topic}")
+
+        work = pathlib.Path(tempfile.mkdtemp(prefix="trailwatch-demo-"))
+        health = free_port()
+        config = work / "trailwatch.toml"
+        config.write_text(
+            f"""
+[source]
+queue_url = "{queue}"
+wait_time = "1s"
+
+[rules]
+dir = "{ROOT / 'rules'}"
+
+[[sink]]
+type = "stdout"
+
+[[sink]]
+type = "sns"
+topic_arn = "{topic}"
+min_severity = "medium"
+
+[metrics]
+namespace = "TrailWatch"
+flush_interval = "2s"
+
+[health]
+listen = "127.0.0.1:{health}"
+"""
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(
+            AWS_ENDPOINT_URL=endpoint,
+            AWS_REGION=REGION,
+            AWS_ACCESS_KEY_ID="demo",
+            AWS_SECRET_ACCESS_KEY="demo",
+            AWS_EC2_METADATA_DISABLED="true",
+            TRAILWATCH_LOG=os.environ.get("TRAILWATCH_LOG", "warn"),
+        )
+        worker = subprocess.Popen(
+            [binary, "run", "--config", str(config)], stdout=subprocess.PIPE, env=env, text=True
+        )
+        alerts = []
+
+        def read_alerts():
+            for line in worker.stdout:
+                a = json.loads(line)
+                alerts.append(a)
+                print(f"ALERT [{a['severity']:>8}] {a['rule_id']}: {a['title']}", flush=True)
+
+        reader = threading.Thread(target=read_alerts, daemon=True)
+        reader.start()
+
+        files = sorted(p for p in SAMPLES.rglob("*") if p.is_file())
+        for f in files:
+            key = str(f.relative_to(SAMPLES))
+            s3.upload_file(str(f), bucket, key)
+            print(f"demo: uploaded s3://{bucket}/{key}")
+
+        def drained():
+            a = sqs.get_queue_attributes(
+                QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+            )["Attributes"]
+            return a["ApproximateNumberOfMessages"] == "0" and a["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+        wait_until("the worker to process every file", drained)
+        wait_until("the metrics flush", lambda: metric_sum(cw, "FilesProcessed") >= 2, timeout=30)
+        inbox_msgs = []
+        while True:
+            got = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+            if not got:
+                break
+            inbox_msgs.extend(got)
+        print()
+        print(f"demo: {len(alerts)} alerts on stdout, {len(inbox_msgs)} published to SNS (medium and above)")
+        for name in ("FilesProcessed", "EventsProcessed", "RecordErrors", "FileErrors"):
+            print(f"demo: CloudWatch TrailWatch/{name} = {metric_sum(cw, name):g}")
+        for rule in sorted({a["rule_id"] for a in alerts}):
+            n = metric_sum(cw, "Alerts", [{"Name": "RuleId", "Value": rule}])
+            print(f"demo: CloudWatch TrailWatch/Alerts RuleId={rule} = {n:g}")
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(timeout=30)
+        reader.join(timeout=5)
+        print(f"demo: worker stopped with exit code {code}")
+        if code != 0 or not alerts:
+            sys.exit(1)
+    finally:
+        if worker and worker.poll() is None:
+            worker.kill()
+        moto.terminate()
+        moto.wait(timeout=10)
+
+
+def metric_sum(cw, name, dimensions=()):
+    now = time.time()
+    points = cw.get_metric_statistics(
+        Namespace="TrailWatch",
+        MetricName=name,
+        Dimensions=list(dimensions),
+        StartTime=now - 3600,
+        EndTime=now + 60,
+        Period=60,
+        Statistics=["Sum"],
+    )["Datapoints"]
+    return sum(p["Sum"] for p in points)
+
+
+if __name__ == "__main__":
+    main()

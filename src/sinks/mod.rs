@@ -1,0 +1,176 @@
+//! Alert sinks: where alerts go, each with an optional minimum severity. A delivery
+//! is retried with exponential backoff and jitter; the worker deletes an SQS message
+//! only after every sink accepted every alert of its files.
+
+mod sns;
+mod webhook;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::alert::Alert;
+use crate::config::{SinkConfig, SinkType};
+use crate::rules::Severity;
+
+/// Backoff between attempts: 0.5 s doubling up to 20 s, with full jitter.
+pub fn backoff(attempt: u32) -> Duration {
+    let cap_ms = (500u64 << attempt.min(6)).min(20_000);
+    Duration::from_millis(fastrand::u64(cap_ms / 2..=cap_ms))
+}
+
+enum Kind {
+    Stdout,
+    File { path: PathBuf, lock: Mutex<()> },
+    Sns(sns::Sns),
+    Webhook(webhook::Webhook),
+}
+
+/// One configured sink.
+pub struct Sink {
+    kind: Kind,
+    pub name: String,
+    min_severity: Option<Severity>,
+    max_attempts: u32,
+}
+
+/// A delivery that failed every attempt.
+#[derive(Debug, thiserror::Error)]
+#[error("sink {sink}: {message} (after {attempts} attempts)")]
+pub struct SinkError {
+    pub sink: String,
+    pub message: String,
+    pub attempts: u32,
+}
+
+impl Sink {
+    /// Builds a sink; AWS clients come from `aws` (the standard SDK chain).
+    pub fn new(c: &SinkConfig, aws: &aws_config::SdkConfig) -> anyhow::Result<Sink> {
+        let (kind, name) = match c.kind {
+            SinkType::Stdout => (Kind::Stdout, "stdout".to_owned()),
+            SinkType::File => {
+                let path = c.path.clone().expect("validated");
+                (
+                    Kind::File {
+                        path: path.clone(),
+                        lock: Mutex::new(()),
+                    },
+                    format!("file:{}", path.display()),
+                )
+            }
+            SinkType::Sns => {
+                let topic = c.topic_arn.clone().expect("validated");
+                (Kind::Sns(sns::Sns::new(aws, topic.clone())), format!("sns:{topic}"))
+            }
+            SinkType::Webhook => {
+                let url = c.url.clone().expect("validated");
+                (
+                    Kind::Webhook(webhook::Webhook::new(url.clone(), c.slack, c.timeout)?),
+                    format!("webhook:{}", crate::config::mask_url(&url)),
+                )
+            }
+        };
+        Ok(Sink {
+            kind,
+            name,
+            min_severity: c.min_severity,
+            max_attempts: c.max_attempts,
+        })
+    }
+
+    /// Delivers the alerts at or above the sink's minimum severity, retrying with
+    /// backoff. Alerts already accepted are not sent again by a retry.
+    pub async fn deliver(&self, alerts: &[Arc<Alert>]) -> Result<(), SinkError> {
+        let wanted: Vec<Arc<Alert>> = alerts
+            .iter()
+            .filter(|a| self.min_severity.is_none_or(|m| a.severity >= m))
+            .cloned()
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut done = 0;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.send(&wanted[done..]).await {
+                Ok(()) => return Ok(()),
+                Err((sent, message)) => {
+                    done += sent;
+                    if attempt >= self.max_attempts {
+                        return Err(SinkError {
+                            sink: self.name.clone(),
+                            message,
+                            attempts: attempt,
+                        });
+                    }
+                    let wait = backoff(attempt);
+                    tracing::warn!(sink = %self.name, attempt, error = %message, retry_in = ?wait, "alert delivery failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// One attempt. On failure: how many alerts (from the front) were accepted.
+    async fn send(&self, alerts: &[Arc<Alert>]) -> Result<(), (usize, String)> {
+        match &self.kind {
+            Kind::Stdout => {
+                let lines = jsonl(alerts).map_err(|e| (0, e))?;
+                tokio::task::spawn_blocking(move || {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&lines)?;
+                    out.flush()
+                })
+                .await
+                .map_err(|e| (0, e.to_string()))?
+                .map_err(|e| (0, format!("writing to stdout: {e}")))
+            }
+            Kind::File { path, lock } => {
+                let lines = jsonl(alerts).map_err(|e| (0, e))?;
+                let path = path.clone();
+                // Appends under a lock so concurrent files never interleave lines;
+                // synced to disk before the alerts count as delivered.
+                let res = tokio::task::block_in_place(|| {
+                    let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+                    f.write_all(&lines)?;
+                    f.sync_data()
+                });
+                res.map_err(|e| (0, format!("appending to {}: {e}", path.display())))
+            }
+            Kind::Sns(s) => s.publish(alerts).await,
+            Kind::Webhook(w) => w.post(alerts).await,
+        }
+    }
+}
+
+fn jsonl(alerts: &[Arc<Alert>]) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    for a in alerts {
+        serde_json::to_writer(&mut buf, a.as_ref()).map_err(|e| e.to_string())?;
+        buf.push(b'\n');
+    }
+    Ok(buf)
+}
+
+/// Builds every configured sink.
+pub fn build(configs: &[SinkConfig], aws: &aws_config::SdkConfig) -> anyhow::Result<Vec<Sink>> {
+    configs.iter().map(|c| Sink::new(c, aws)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 1..20 {
+            let d = backoff(attempt);
+            assert!(d <= Duration::from_secs(20), "{attempt}: {d:?}");
+            assert!(d >= Duration::from_millis(500), "{attempt}: {d:?}");
+        }
+        assert!(backoff(6) >= Duration::from_secs(10));
+    }
+}

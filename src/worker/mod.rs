@@ -1,0 +1,305 @@
+//! `trailwatch run`: the long-running worker.
+//!
+//! Data flow: SQS message → [`notification`] (which objects) → S3 GetObject, streamed
+//! → records → engine → alerts → every sink → only then DeleteMessage. A message is
+//! left alone on any failure (SQS redelivers it, and the queue's redrive policy moves
+//! it to the dead-letter queue after maxReceiveCount); while its files are processed
+//! a heartbeat keeps it invisible to other consumers.
+//!
+//! Shutdown is a parameter ([`Signals`]), as are rule reloads, so tests drive both.
+
+pub mod completed;
+pub mod notification;
+mod process;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use regex::Regex;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::engine::{Engine, EngineOptions};
+use crate::health::Health;
+use crate::input::Limits;
+use crate::metrics::{Counter, Metrics};
+use crate::rules::{RuleSet, Strictness};
+use crate::sinks::{self, Sink};
+use completed::Completed;
+
+/// What the process tells the worker.
+pub struct Signals {
+    /// Turns true to stop: no new receives, in-flight files finish within the grace.
+    pub shutdown: watch::Receiver<bool>,
+    /// One message per reload request (SIGHUP).
+    pub reload: mpsc::Receiver<()>,
+}
+
+/// Resolves once `rx` says stop (or its sender is gone).
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Exit once the queue has been empty (and nothing in flight) for this long.
+    pub until_idle: Option<Duration>,
+}
+
+/// State shared by the intake loop and every message task.
+pub(crate) struct State {
+    cfg: Config,
+    sqs: aws_sdk_sqs::Client,
+    s3: aws_sdk_s3::Client,
+    /// The active engine; a reload swaps the `Arc`, files in flight finish with the
+    /// rules they started with.
+    engine: RwLock<Arc<Mutex<Engine>>>,
+    sinks: Vec<Sink>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    completed: Mutex<Completed>,
+    include: Vec<Regex>,
+    exclude: Vec<Regex>,
+    limits: Limits,
+    /// Receipt handles of messages being processed, by message id, so that messages
+    /// still unfinished when the grace period ends can be released at once.
+    inflight: Mutex<HashMap<String, String>>,
+}
+
+impl State {
+    fn reload(&self) {
+        match RuleSet::load(&self.cfg.rules.dir, Strictness::Check) {
+            Ok(set) => {
+                let n = set.enabled().count();
+                let engine = Engine::new(&set, EngineOptions::default());
+                *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Mutex::new(engine));
+                tracing::info!(rules = n, dir = %self.cfg.rules.dir.display(), "rules reloaded");
+            }
+            Err(d) => {
+                self.metrics.add(Counter::ReloadFailures, 1);
+                tracing::error!(dir = %self.cfg.rules.dir.display(), problems = %d, "rule reload rejected; the previous rules stay active");
+            }
+        }
+    }
+
+    fn wanted(&self, key: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|r| r.is_match(key)))
+            && !self.exclude.iter().any(|r| r.is_match(key))
+    }
+}
+
+/// Handles for tests and the health endpoint.
+pub struct Handles {
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+/// Runs the worker until `signals.shutdown` turns true (or the queue stays idle for
+/// `until_idle`). Returns after in-flight files finished or the grace period ended,
+/// sinks were flushed and metrics sent.
+pub async fn run(cfg: Config, rules: RuleSet, aws: aws_config::SdkConfig, signals: Signals, opts: RunOptions) -> anyhow::Result<()> {
+    let handles = Handles {
+        metrics: Arc::new(Metrics::default()),
+        health: Arc::new(Health::default()),
+    };
+    run_with(cfg, rules, aws, signals, opts, handles).await
+}
+
+/// [`run`] with caller-provided metrics and health state.
+pub async fn run_with(
+    cfg: Config,
+    rules: RuleSet,
+    aws: aws_config::SdkConfig,
+    signals: Signals,
+    opts: RunOptions,
+    handles: Handles,
+) -> anyhow::Result<()> {
+    let compile = |list: &[String]| -> anyhow::Result<Vec<Regex>> {
+        list.iter().map(|r| Regex::new(r).with_context(|| format!("invalid key filter `{r}`"))).collect()
+    };
+    let sinks = sinks::build(&cfg.sinks, &aws)?;
+    let state = Arc::new(State {
+        include: compile(&cfg.source.include)?,
+        exclude: compile(&cfg.source.exclude)?,
+        sqs: aws_sdk_sqs::Client::new(&aws),
+        s3: crate::aws::s3_client(&aws),
+        engine: RwLock::new(Arc::new(Mutex::new(Engine::new(&rules, EngineOptions::default())))),
+        sinks,
+        metrics: handles.metrics.clone(),
+        health: handles.health.clone(),
+        completed: Mutex::new(Completed::new(cfg.source.completed_cache)),
+        limits: Limits {
+            max_decompressed_bytes: cfg.limits.max_decompressed_bytes,
+            max_record_bytes: cfg.limits.max_record_bytes,
+        },
+        inflight: Mutex::new(HashMap::new()),
+        cfg,
+    });
+    state.health.set_rules_loaded(true);
+
+    // Background parts stop when `stop` turns true, after the intake has drained.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut background = JoinSet::new();
+    if !state.cfg.health.listen.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&state.cfg.health.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} for health checks", state.cfg.health.listen))?;
+        tracing::info!(address = %listener.local_addr()?, "health endpoints on /healthz, /readyz, /metrics");
+        let (h, m, s) = (state.health.clone(), state.metrics.clone(), stop_rx.clone());
+        background.spawn(async move {
+            if let Err(e) = crate::health::serve(listener, h, m, s).await {
+                tracing::error!(error = %e, "health server failed");
+            }
+        });
+    }
+    if state.cfg.metrics.enabled {
+        let publisher = crate::metrics::cloudwatch::Publisher {
+            client: aws_sdk_cloudwatch::Client::new(&aws),
+            namespace: state.cfg.metrics.namespace.clone(),
+            interval: state.cfg.metrics.flush_interval,
+            max_pending_flushes: state.cfg.metrics.max_pending_flushes,
+            metrics: state.metrics.clone(),
+        };
+        background.spawn(publisher.run(stop_rx.clone()));
+    }
+    {
+        let state = state.clone();
+        let mut reload = signals.reload;
+        background.spawn(async move {
+            while reload.recv().await.is_some() {
+                let s = state.clone();
+                // Loading reads files and compiles regexes: keep it off the runtime.
+                let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+            }
+        });
+    }
+
+    tracing::info!(queue = %state.cfg.source.queue_url, rules = rules.enabled().count(), in_flight = state.cfg.source.max_in_flight, "worker started");
+    let result = intake(state.clone(), signals.shutdown, &opts).await;
+
+    let _ = stop_tx.send(true);
+    // The metrics publisher flushes once more; give it a bounded time.
+    let _ = tokio::time::timeout(Duration::from_secs(15), async {
+        while background.join_next().await.is_some() {
+            if background.len() == 1 {
+                // Only the reload listener is left: it ends with its channel.
+                background.abort_all();
+            }
+        }
+    })
+    .await;
+    background.abort_all();
+    tracing::info!(
+        files = state.metrics.total(Counter::FilesProcessed),
+        events = state.metrics.total(Counter::EventsProcessed),
+        "worker stopped"
+    );
+    result
+}
+
+/// The receive loop, then the drain.
+async fn intake(state: Arc<State>, mut shutdown: watch::Receiver<bool>, opts: &RunOptions) -> anyhow::Result<()> {
+    let src = &state.cfg.source;
+    let permits = Arc::new(Semaphore::new(src.max_in_flight));
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut failures: u32 = 0;
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        while let Some(r) = tasks.try_join_next() {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "a message task failed unexpectedly; its message will be redelivered");
+            }
+        }
+        let free = permits.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = tasks.join_next() => {}
+                _ = crate::worker::stopped(&mut shutdown) => {}
+            }
+            continue;
+        }
+        let wait = match (opts.until_idle, idle_since) {
+            (Some(limit), Some(since)) => src.wait_time.min(limit.saturating_sub(since.elapsed())),
+            _ => src.wait_time,
+        };
+        let receive = state
+            .sqs
+            .receive_message()
+            .queue_url(&src.queue_url)
+            .max_number_of_messages(free.min(10) as i32)
+            .wait_time_seconds(wait.as_secs() as i32)
+            .visibility_timeout(src.visibility_timeout.as_secs() as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send();
+        // Cancelling a long poll at shutdown is safe: anything it had received is
+        // simply not deleted, and comes back after the visibility timeout.
+        let received = tokio::select! {
+            r = receive => r,
+            _ = crate::worker::stopped(&mut shutdown) => break,
+        };
+        let messages = match received {
+            Ok(out) => {
+                failures = 0;
+                state.health.poll_ok();
+                out.messages.unwrap_or_default()
+            }
+            Err(e) => {
+                failures += 1;
+                let text = crate::aws::error_text(&e);
+                state.metrics.add(Counter::SqsErrors, 1);
+                state.health.poll_failed(text.clone());
+                let pause = crate::sinks::backoff(failures).max(Duration::from_secs(1));
+                tracing::warn!(error = %text, retry_in = ?pause, "ReceiveMessage failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = crate::worker::stopped(&mut shutdown) => break,
+                }
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            if tasks.is_empty() {
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if let Some(limit) = opts.until_idle {
+                    if since.elapsed() >= limit {
+                        tracing::info!(idle = ?limit, "queue idle; exiting (--until-idle)");
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        idle_since = None;
+        for m in messages {
+            let permit = permits.clone().try_acquire_owned().expect("received no more messages than free permits");
+            tasks.spawn(process::message(state.clone(), m, permit));
+        }
+    }
+
+    // Drain: let in-flight files finish within the grace period.
+    if !tasks.is_empty() {
+        tracing::info!(in_flight = tasks.len(), grace = ?src.shutdown_grace, "stopping: finishing in-flight files");
+    }
+    let drained = tokio::time::timeout(src.shutdown_grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        let left: Vec<String> = state.inflight.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, r)| r).collect();
+        tracing::warn!(messages = left.len(), "grace period over; releasing unfinished messages for redelivery");
+        for receipt in left {
+            process::set_visibility(&state, &receipt, Duration::ZERO).await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,352 @@
+//! One SQS message: its notification, each object it names, and the delete that
+//! happens only once every object was read to its end and every alert delivered.
+
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_sqs::types::Message;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+use super::State;
+use super::notification::{self, Notification, ObjectRef};
+use crate::alert::{Alert, SourceRef};
+use crate::engine::{Detection, Engine};
+use crate::input::{self, Item, Limits};
+use crate::metrics::{Counter, Metrics, StatSet};
+use crate::sinks::{Sink, SinkError};
+
+/// Alerts are handed from the reading thread to delivery through a bounded channel,
+/// so a file with many alerts never holds them all in memory.
+const ALERT_CHANNEL: usize = 1024;
+/// Alerts per sink delivery.
+const DELIVERY_BATCH: usize = 100;
+
+/// Why an object failed.
+#[derive(Debug, thiserror::Error)]
+enum ObjectError {
+    #[error(transparent)]
+    Fetch(#[from] input::s3::FetchError),
+    #[error("reading s3://{bucket}/{key}: {error}")]
+    Read {
+        bucket: String,
+        key: String,
+        error: input::StreamError,
+    },
+    #[error("s3://{bucket}/{key}: none of its {records} records is a valid CloudTrail record")]
+    NoValidRecords { bucket: String, key: String, records: u64 },
+    #[error("delivering alerts for s3://{bucket}/{key}: {error}")]
+    Deliver { bucket: String, key: String, error: SinkError },
+    #[error("s3://{bucket}/{key}: processing task failed: {0}", .message)]
+    Task { bucket: String, key: String, message: String },
+}
+
+/// Processes one message to the end; the permit bounds files in flight.
+pub(super) async fn message(state: Arc<State>, msg: Message, _permit: OwnedSemaphorePermit) {
+    let id = msg.message_id.clone().unwrap_or_default();
+    let Some(receipt) = msg.receipt_handle.clone() else {
+        tracing::warn!(message_id = %id, "message without a receipt handle; ignoring");
+        return;
+    };
+    let receives = msg
+        .attributes
+        .as_ref()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount))
+        .cloned()
+        .unwrap_or_default();
+    state.inflight.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), receipt.clone());
+    let heartbeat = tokio::spawn(heartbeat(state.clone(), receipt.clone()));
+
+    let ok = handle(&state, &id, msg.body.as_deref().unwrap_or("")).await;
+
+    heartbeat.abort();
+    if ok {
+        delete(&state, &id, &receipt).await;
+    } else {
+        tracing::warn!(message_id = %id, receive_count = %receives, retry_in = ?state.cfg.source.retry_delay,
+            "message kept for redelivery (the queue's redrive policy moves it to the dead-letter queue after maxReceiveCount)");
+        set_visibility(&state, &receipt, state.cfg.source.retry_delay).await;
+    }
+    state.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+}
+
+/// Whether the message is done with (processed, or nothing to process).
+async fn handle(state: &State, id: &str, body: &str) -> bool {
+    let objects = match notification::parse(body) {
+        Ok(Notification::Objects(o)) => o,
+        Ok(Notification::TestEvent) => {
+            tracing::info!(message_id = %id, "s3:TestEvent received (the bucket notification works); deleting it");
+            return true;
+        }
+        Ok(Notification::Validation) => {
+            tracing::info!(message_id = %id, "CloudTrail validation message received; deleting it");
+            return true;
+        }
+        Ok(Notification::NothingToDo(why)) => {
+            tracing::debug!(message_id = %id, reason = %why, "notification names no new objects; deleting it");
+            return true;
+        }
+        Err(e) => {
+            state.metrics.add(Counter::NotificationErrors, 1);
+            let preview: String = body.chars().take(200).collect();
+            tracing::error!(message_id = %id, error = %e, body = %preview, "cannot read SQS message");
+            return false;
+        }
+    };
+    let mut ok = true;
+    for obj in objects {
+        if !state.wanted(&obj.key) {
+            tracing::debug!(bucket = %obj.bucket, key = %obj.key, "skipped by the include/exclude key filters");
+            state.metrics.add(Counter::ObjectsSkipped, 1);
+            continue;
+        }
+        if let Err(e) = object(state, &obj).await {
+            ok = false;
+            state.metrics.add(Counter::FileErrors, 1);
+            tracing::error!(message_id = %id, bucket = %obj.bucket, key = %obj.key, error = %e, "file failed");
+        }
+    }
+    ok
+}
+
+fn done_before(state: &State, b: &str, k: &str, etag: &str) -> bool {
+    let id = (b.to_owned(), k.to_owned(), etag.to_owned());
+    state.completed.lock().unwrap_or_else(|e| e.into_inner()).contains(&id)
+}
+
+/// Reads one object through the engine and delivers its alerts.
+async fn object(state: &State, obj: &ObjectRef) -> Result<(), ObjectError> {
+    let (bucket, mut key) = (obj.bucket.clone(), obj.key.clone());
+    if let Some(etag) = &obj.etag {
+        if done_before(state, &bucket, &key, etag.trim_matches('"')) {
+            tracing::info!(bucket = %bucket, key = %key, "already processed (redelivery); skipping");
+            state.metrics.add(Counter::ObjectsSkipped, 1);
+            return Ok(());
+        }
+    }
+    let (body, etag) = match input::s3::open(&state.s3, &bucket, &key).await {
+        Ok(x) => x,
+        Err(e) if e.not_found && obj.alt_key.is_some() => {
+            key = obj.alt_key.clone().expect("checked");
+            input::s3::open(&state.s3, &bucket, &key).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let etag = etag.unwrap_or_default();
+    if done_before(state, &bucket, &key, &etag) {
+        tracing::info!(bucket = %bucket, key = %key, "already processed (redelivery); skipping");
+        state.metrics.add(Counter::ObjectsSkipped, 1);
+        return Ok(());
+    }
+
+    let engine = state.engine.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<Arc<Alert>>(ALERT_CHANNEL);
+    let reader = Cancellable {
+        inner: tokio_util::io::SyncIoBridge::new(body.into_async_read()),
+        cancel: cancel.clone(),
+    };
+    let limits = state.limits;
+    let (b2, k2) = (bucket.clone(), key.clone());
+    let reading = tokio::task::spawn_blocking(move || evaluate(reader, limits, &engine, &b2, &k2, &tx));
+    let delivering = deliver(rx, &state.sinks, &state.metrics, &cancel);
+    let (read_result, delivered) = tokio::join!(reading, delivering);
+
+    let read = read_result.map_err(|e| ObjectError::Task {
+        bucket: bucket.clone(),
+        key: key.clone(),
+        message: e.to_string(),
+    })?;
+    if let Err(error) = delivered {
+        state.metrics.add(Counter::SinkErrors, 1);
+        return Err(ObjectError::Deliver { bucket, key, error });
+    }
+    let counts = read.counts;
+    state.metrics.add(Counter::RecordErrors, counts.record_errors);
+    for (rule, n) in &counts.matches {
+        state.metrics.add_dim(Counter::RuleMatches, "RuleId", rule, *n);
+    }
+    let stats = read.result.map_err(|error| ObjectError::Read {
+        bucket: bucket.clone(),
+        key: key.clone(),
+        error,
+    })?;
+    if stats.records > 0 && stats.record_errors == stats.records {
+        return Err(ObjectError::NoValidRecords {
+            bucket,
+            key,
+            records: stats.records,
+        });
+    }
+    state.metrics.add(Counter::FilesProcessed, 1);
+    state.metrics.add(Counter::EventsProcessed, stats.records - stats.record_errors);
+    state.metrics.add_lag(&counts.lag);
+    tracing::info!(bucket = %bucket, key = %key, records = stats.records, record_errors = stats.record_errors,
+        alerts = counts.alerts, "file processed");
+    state
+        .completed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert((bucket, key, etag));
+    Ok(())
+}
+
+/// What evaluating one stream produced besides alerts.
+#[derive(Debug, Default)]
+struct Counts {
+    record_errors: u64,
+    alerts: u64,
+    lag: StatSet,
+    matches: Vec<(String, u64)>,
+}
+
+struct Evaluated {
+    result: Result<input::StreamStats, input::StreamError>,
+    counts: Counts,
+}
+
+/// The blocking half: decode, split, parse, evaluate; alerts go to `tx`.
+fn evaluate(
+    reader: impl Read,
+    limits: Limits,
+    engine: &Mutex<Engine>,
+    bucket: &str,
+    key: &str,
+    tx: &mpsc::Sender<Arc<Alert>>,
+) -> Evaluated {
+    let mut counts = Counts::default();
+    let mut detections: Vec<Detection> = Vec::new();
+    let mut shown = 0u32;
+    engine.lock().unwrap_or_else(|e| e.into_inner()).refresh_clock();
+    let result = input::read_events(reader, limits, |item| match item {
+        Item::Bad { index, offset, error } => {
+            counts.record_errors += 1;
+            shown += 1;
+            if shown <= 10 {
+                tracing::warn!(bucket, key, record = index, byte = offset, error = %error, "bad record skipped");
+            }
+        }
+        Item::Event { index, raw, event } => {
+            if let Some(t) = event.time_ms() {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(t);
+                counts.lag.add((now - t) as f64 / 1000.0);
+            }
+            detections.clear();
+            let mut eng = engine.lock().unwrap_or_else(|e| e.into_inner());
+            eng.evaluate(&event, &mut detections);
+            if detections.is_empty() {
+                return;
+            }
+            let alerts: Vec<Arc<Alert>> = detections
+                .iter()
+                .map(|d| {
+                    let rule = &eng.rules()[d.rule];
+                    Arc::new(Alert::new(rule, d, &event, Some(raw), SourceRef::object(bucket, key, index)))
+                })
+                .collect();
+            drop(eng);
+            for a in alerts {
+                counts.alerts += 1;
+                // A closed channel means delivery failed: the read is being cancelled.
+                let _ = tx.blocking_send(a);
+            }
+        }
+    });
+    counts.matches = engine.lock().unwrap_or_else(|e| e.into_inner()).take_match_counts();
+    Evaluated { result, counts }
+}
+
+/// The async half: batches of alerts to every sink, in order.
+async fn deliver(
+    mut rx: mpsc::Receiver<Arc<Alert>>,
+    sinks: &[Sink],
+    metrics: &Metrics,
+    cancel: &AtomicBool,
+) -> Result<(), SinkError> {
+    let mut batch = Vec::with_capacity(DELIVERY_BATCH);
+    loop {
+        if rx.recv_many(&mut batch, DELIVERY_BATCH).await == 0 {
+            return Ok(());
+        }
+        for sink in sinks {
+            if let Err(e) = sink.deliver(&batch).await {
+                // Stop reading the file: its message will be redelivered anyway.
+                cancel.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
+        for a in &batch {
+            metrics.add_dim(Counter::Alerts, "RuleId", &a.rule_id, 1);
+            metrics.add_dim(Counter::Alerts, "Severity", a.severity.as_str(), 1);
+            metrics.add(Counter::Alerts, 1);
+        }
+        batch.clear();
+    }
+}
+
+/// A reader that fails once `cancel` is set, so a file whose alerts cannot be
+/// delivered stops being read.
+struct Cancellable<R> {
+    inner: R,
+    cancel: Arc<AtomicBool>,
+}
+
+impl<R: Read> Read for Cancellable<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.load(Ordering::SeqCst) {
+            return Err(io::Error::new(io::ErrorKind::Other, "cancelled: alert delivery failed"));
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// Keeps a message invisible while its files are processed: renews the visibility
+/// timeout every third of it.
+async fn heartbeat(state: Arc<State>, receipt: String) {
+    let vt = state.cfg.source.visibility_timeout;
+    let every = (vt / 3).max(Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(every).await;
+        set_visibility(&state, &receipt, vt).await;
+    }
+}
+
+pub(super) async fn set_visibility(state: &State, receipt: &str, to: Duration) {
+    let r = state
+        .sqs
+        .change_message_visibility()
+        .queue_url(&state.cfg.source.queue_url)
+        .receipt_handle(receipt)
+        .visibility_timeout(to.as_secs() as i32)
+        .send()
+        .await;
+    if let Err(e) = r {
+        state.metrics.add(Counter::SqsErrors, 1);
+        tracing::warn!(error = %crate::aws::error_text(&e), "ChangeMessageVisibility failed");
+    }
+}
+
+async fn delete(state: &State, id: &str, receipt: &str) {
+    for attempt in 1..=3 {
+        let r = state
+            .sqs
+            .delete_message()
+            .queue_url(&state.cfg.source.queue_url)
+            .receipt_handle(receipt)
+            .send()
+            .await;
+        match r {
+            Ok(_) => {
+                state.metrics.add(Counter::MessagesDeleted, 1);
+                return;
+            }
+            Err(e) => {
+                state.metrics.add(Counter::SqsErrors, 1);
+                tracing::warn!(message_id = %id, attempt, error = %crate::aws::error_text(&e), "DeleteMessage failed");
+                tokio::time::sleep(crate::sinks::backoff(attempt)).await;
+            }
+        }
+    }
+    tracing::error!(message_id = %id, "could not delete the message; it will be redelivered and skipped as already processed");
+}
