@@ -10,3 +10,5 @@ mod rules_cli;
 mod corpus;
 // `trailwatch scan s3://...` against the moto emulator.
 mod s3_scan;
+// `trailwatch run` against the emulator: intake, delivery guarantees, reloads.
+mod worker;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod moto;
+pub mod worker;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -61,10 +61,10 @@ impl Moto {
             ("AWS_SECRET_ACCESS_KEY", "testing".into()),
             ("AWS_REGION", "us-east-1".into()),
             ("AWS_EC2_METADATA_DISABLED", "true".into()),
-            ("AWS_CONFIG_FILE", "/nonexistent/aws-config".into()),
+            ("AWS_CONFIG_FILE", "/dev/null".into()),
             (
                 "AWS_SHARED_CREDENTIALS_FILE",
-                "/nonexistent/aws-credentials".into(),
+                "/dev/null".into(),
             ),
         ]
     }
