@@ -12,11 +12,14 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
 /// Whether an endpoint override is set; S3 then uses path-style addressing, since
 /// emulators and private endpoints rarely resolve virtual-hosted bucket names.
 pub fn endpoint_overridden() -> bool {
-    std::env::var_os("AWS_ENDPOINT_URL").is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
+    std::env::var_os("AWS_ENDPOINT_URL").is_some()
+        || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
 }
 
 pub fn s3_client(conf: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    let c = aws_sdk_s3::config::Builder::from(conf).force_path_style(endpoint_overridden()).build();
+    let c = aws_sdk_s3::config::Builder::from(conf)
+        .force_path_style(endpoint_overridden())
+        .build();
     aws_sdk_s3::Client::from_conf(c)
 }
 

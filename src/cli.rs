@@ -299,10 +299,16 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     if args.check_config {
         print!("{}", cfg.render_masked());
-        println!("# configuration OK; {} rules enabled from {}", rules.enabled().count(), cfg.rules.dir.display());
+        println!(
+            "# configuration OK; {} rules enabled from {}",
+            rules.enabled().count(),
+            cfg.rules.dir.display()
+        );
         return Ok(ExitCode::from(EXIT_OK));
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
@@ -321,7 +327,10 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// SIGTERM and SIGINT stop the worker gracefully; SIGHUP reloads the rules.
-async fn listen_for_signals(shutdown: tokio::sync::watch::Sender<bool>, reload: tokio::sync::mpsc::Sender<()>) {
+async fn listen_for_signals(
+    shutdown: tokio::sync::watch::Sender<bool>,
+    reload: tokio::sync::mpsc::Sender<()>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),

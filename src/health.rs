@@ -48,7 +48,11 @@ impl Health {
         match last {
             Some(t) if t.elapsed() <= READY_WITHIN => Ok(()),
             _ => {
-                let err = self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let err = self
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
                 Err(match err {
                     Some(e) => format!("no successful SQS poll in the last minute: {e}"),
                     None => "no successful SQS poll in the last minute".into(),
@@ -78,7 +82,10 @@ pub async fn serve(
             get(|State(s): State<AppState>| async move {
                 match s.health.readiness() {
                     Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-                    Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+                    Err(why) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {why}\n"),
+                    ),
                 }
             }),
         )

@@ -9,7 +9,10 @@ use crate::support::worker::*;
 use crate::support::*;
 
 fn ids(alerts: &[Value]) -> HashSet<String> {
-    alerts.iter().map(|a| a["alert_id"].as_str().unwrap().to_owned()).collect()
+    alerts
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// The alert ids `trailwatch scan` finds in `dir` with `rules`.
@@ -31,7 +34,11 @@ fn delete_file(n: usize, user: &str) -> Vec<u8> {
 fn end_to_end_from_upload_to_sinks_and_metrics() {
     let bed = Bed::new(3);
     for f in trailwatch::input::local_files(&seed()).unwrap() {
-        let key = f.strip_prefix(seed()).unwrap().to_string_lossy().into_owned();
+        let key = f
+            .strip_prefix(seed())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         bed.put(&key, std::fs::read(&f).unwrap());
     }
     let cfg = bed.config(&root().join("rules"), "");
@@ -51,17 +58,29 @@ fn end_to_end_from_upload_to_sinks_and_metrics() {
         assert_eq!(alert["rule_id"], "s3-sso-object-delete");
         assert_eq!(m["Subject"], alert["title"]);
         assert_eq!(m["MessageAttributes"]["severity"]["Value"], "high");
-        assert_eq!(m["MessageAttributes"]["rule_id"]["Value"], "s3-sso-object-delete");
+        assert_eq!(
+            m["MessageAttributes"]["rule_id"]["Value"],
+            "s3-sso-object-delete"
+        );
     }
 
     assert_eq!(bed.depth(&bed.queue), 0);
     assert_eq!(bed.depth(&bed.dlq), 0);
     assert_eq!(bed.metric("FilesProcessed", None), 2.0);
     assert_eq!(bed.metric("EventsProcessed", None), 7.0);
-    assert_eq!(bed.metric("Alerts", Some(("RuleId", "s3-sso-object-delete"))), 2.0);
-    assert_eq!(bed.metric("Alerts", Some(("RuleId", "s3-assumed-role-object-ops"))), 4.0);
+    assert_eq!(
+        bed.metric("Alerts", Some(("RuleId", "s3-sso-object-delete"))),
+        2.0
+    );
+    assert_eq!(
+        bed.metric("Alerts", Some(("RuleId", "s3-assumed-role-object-ops"))),
+        4.0
+    );
     assert_eq!(bed.metric("Alerts", Some(("Severity", "high"))), 2.0);
-    assert_eq!(bed.metric("RuleMatches", Some(("RuleId", "s3-sso-object-delete"))), 2.0);
+    assert_eq!(
+        bed.metric("RuleMatches", Some(("RuleId", "s3-sso-object-delete"))),
+        2.0
+    );
     assert_eq!(bed.metric("ObjectsSkipped", None), 1.0, "the digest file");
     assert!(bed.log().contains("s3:TestEvent received"), "{}", bed.log());
 }
@@ -73,10 +92,18 @@ fn every_notification_shape() {
     let bed = Bed::new(2);
     // Objects in a bucket without notifications: only the messages below name them.
     let other = "other-logs";
-    bed.rt.block_on(async { bed.s3.create_bucket().bucket(other).send().await.unwrap() });
+    bed.rt
+        .block_on(async { bed.s3.create_bucket().bucket(other).send().await.unwrap() });
     let put_other = |key: &str, user: &str, n| {
         bed.rt.block_on(async {
-            bed.s3.put_object().bucket(other).key(key).body(delete_file(n, user).into()).send().await.unwrap();
+            bed.s3
+                .put_object()
+                .bucket(other)
+                .key(key)
+                .body(delete_file(n, user).into())
+                .send()
+                .await
+                .unwrap();
         })
     };
     put_other("sns/a.json.gz", "sns@example.com", 1);
@@ -102,27 +129,45 @@ fn every_notification_shape() {
         .to_string(),
     );
     bed.send(&s3_event("raw/caf%C3%A9+%E2%9C%93+%2B+plus.json.gz"));
-    bed.send(&json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": other}).to_string());
+    bed.send(
+        &json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": other}).to_string(),
+    );
     bed.send("CloudTrail validation message.");
     bed.send("this is not a notification");
     // And a real S3 notification for a key with spaces and unicode.
-    bed.put("AWSLogs/1/CloudTrail/us-east-1/é x/real.json.gz", delete_file(6, "real@example.com"));
+    bed.put(
+        "AWSLogs/1/CloudTrail/us-east-1/é x/real.json.gz",
+        delete_file(6, "real@example.com"),
+    );
 
     let cfg = bed.config(&root().join("rules/s3-sso-object-delete.toml"), "");
     let mut w = bed.spawn(&cfg, &["--until-idle", "3s"]);
     assert_eq!(bed.wait_exit(&mut w, 90), 0, "{}", bed.log());
 
-    let users: HashSet<String> =
-        bed.alerts().iter().map(|a| a["actor"]["name"].as_str().unwrap().to_owned()).collect();
+    let users: HashSet<String> = bed
+        .alerts()
+        .iter()
+        .map(|a| a["actor"]["name"].as_str().unwrap().to_owned())
+        .collect();
     for u in ["sns", "eventbridge", "ct1", "ct2", "encoded", "real"] {
-        assert!(users.contains(&format!("{u}@example.com")), "{u}: {users:?}\n{}", bed.log());
+        assert!(
+            users.contains(&format!("{u}@example.com")),
+            "{u}: {users:?}\n{}",
+            bed.log()
+        );
     }
     assert_eq!(bed.depth(&bed.queue), 0);
     assert_eq!(bed.depth(&bed.dlq), 1, "the unreadable body");
     assert!(bed.metric("NotificationErrors", None) >= 2.0);
     let log = bed.log();
-    assert!(log.contains("CloudTrail validation message received"), "{log}");
-    assert!(log.contains("unrecognised SQS message body (not JSON"), "{log}");
+    assert!(
+        log.contains("CloudTrail validation message received"),
+        "{log}"
+    );
+    assert!(
+        log.contains("unrecognised SQS message body (not JSON"),
+        "{log}"
+    );
 }
 
 /// A corrupt object among good ones: the good ones are processed and deleted, the
@@ -130,22 +175,50 @@ fn every_notification_shape() {
 #[test]
 fn corrupt_object_reaches_the_dlq_and_blocks_nothing() {
     let bed = Bed::new(2);
-    bed.put("AWSLogs/a-good.json.gz", delete_file(1, "first@example.com"));
-    bed.put("AWSLogs/b-corrupt.json.gz", b"\x1f\x8b\x08\x00 this is not deflate".to_vec());
-    bed.put("AWSLogs/c-not-cloudtrail.json", b"{\"hello\": \"world\"}".to_vec());
-    bed.put("AWSLogs/d-good.json.gz", delete_file(2, "second@example.com"));
+    bed.put(
+        "AWSLogs/a-good.json.gz",
+        delete_file(1, "first@example.com"),
+    );
+    bed.put(
+        "AWSLogs/b-corrupt.json.gz",
+        b"\x1f\x8b\x08\x00 this is not deflate".to_vec(),
+    );
+    bed.put(
+        "AWSLogs/c-not-cloudtrail.json",
+        b"{\"hello\": \"world\"}".to_vec(),
+    );
+    bed.put(
+        "AWSLogs/d-good.json.gz",
+        delete_file(2, "second@example.com"),
+    );
     let cfg = bed.config(&root().join("rules/s3-sso-object-delete.toml"), "");
     let mut w = bed.spawn(&cfg, &["--until-idle", "3s"]);
     assert_eq!(bed.wait_exit(&mut w, 90), 0, "{}", bed.log());
 
-    let users: Vec<String> = bed.alerts().iter().map(|a| a["actor"]["name"].as_str().unwrap().to_owned()).collect();
-    assert!(users.contains(&"first@example.com".to_owned()) && users.contains(&"second@example.com".to_owned()));
+    let users: Vec<String> = bed
+        .alerts()
+        .iter()
+        .map(|a| a["actor"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        users.contains(&"first@example.com".to_owned())
+            && users.contains(&"second@example.com".to_owned())
+    );
     assert_eq!(bed.depth(&bed.queue), 0);
     assert_eq!(bed.depth(&bed.dlq), 2, "{}", bed.log());
-    assert!(bed.metric("FileErrors", None) >= 4.0, "each bad file failed on every receive");
+    assert!(
+        bed.metric("FileErrors", None) >= 4.0,
+        "each bad file failed on every receive"
+    );
     let log = bed.log();
-    assert!(log.contains("b-corrupt.json.gz") && log.contains("file failed"), "{log}");
-    assert!(log.contains("none of its 1 records is a valid CloudTrail record"), "{log}");
+    assert!(
+        log.contains("b-corrupt.json.gz") && log.contains("file failed"),
+        "{log}"
+    );
+    assert!(
+        log.contains("none of its 1 records is a valid CloudTrail record"),
+        "{log}"
+    );
 }
 
 /// SIGTERM mid-run loses nothing, and a restart after `kill -9` processes the
@@ -163,7 +236,13 @@ fn shutdown_and_kill_lose_nothing() {
     let expected = scan_ids(dir.path(), &rules);
     assert_eq!(expected.len(), 24);
     let cfg = bed.config(&rules, "");
-    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("\"30s\"", "\"4s\"")).unwrap();
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("\"30s\"", "\"4s\""),
+    )
+    .unwrap();
 
     // Graceful stop once alerts flow.
     let mut w = bed.spawn(&cfg, &[]);
@@ -175,7 +254,9 @@ fn shutdown_and_kill_lose_nothing() {
     // Hard kill of a second run.
     let before = bed.alerts().len();
     let mut w = bed.spawn(&cfg, &[]);
-    wait_for("more alerts", 60, || bed.alerts().len() > before || bed.depth(&bed.queue) == 0);
+    wait_for("more alerts", 60, || {
+        bed.alerts().len() > before || bed.depth(&bed.queue) == 0
+    });
     signal(&w, "KILL");
     let _ = w.wait();
 
@@ -195,12 +276,22 @@ fn rule_reload_and_health_endpoints() {
     let bed = Bed::new(3);
     let rules = bed.dir.path().join("rules");
     std::fs::create_dir_all(&rules).unwrap();
-    std::fs::copy(root().join("rules/s3-sso-object-delete.toml"), rules.join("a.toml")).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::copy(
+        root().join("rules/s3-sso-object-delete.toml"),
+        rules.join("a.toml"),
+    )
+    .unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let cfg = bed.config(&rules, "");
     std::fs::write(
         &cfg,
-        std::fs::read_to_string(&cfg).unwrap().replace("listen = \"\"", &format!("listen = \"127.0.0.1:{port}\"")),
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("listen = \"\"", &format!("listen = \"127.0.0.1:{port}\"")),
     )
     .unwrap();
     let mut w = bed.spawn(&cfg, &[]);
@@ -208,22 +299,38 @@ fn rule_reload_and_health_endpoints() {
     bed.put("AWSLogs/1.json.gz", delete_file(1, "one@example.com"));
     wait_for("the first alert", 60, || bed.alerts().len() == 1);
     assert!(http_get(port, "/healthz").starts_with("HTTP/1.1 200"));
-    wait_for("readiness", 30, || http_get(port, "/readyz").starts_with("HTTP/1.1 200"));
+    wait_for("readiness", 30, || {
+        http_get(port, "/readyz").starts_with("HTTP/1.1 200")
+    });
     // The file counts once its alerts are delivered, just after they appear.
-    wait_for("the file to count", 30, || http_get(port, "/metrics").contains("trailwatch_files_processed_total 1"));
+    wait_for("the file to count", 30, || {
+        http_get(port, "/metrics").contains("trailwatch_files_processed_total 1")
+    });
     let metrics = http_get(port, "/metrics");
-    assert!(metrics.contains("trailwatch_alerts_total{rule_id=\"s3-sso-object-delete\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("trailwatch_alerts_total{rule_id=\"s3-sso-object-delete\"} 1"),
+        "{metrics}"
+    );
 
-    std::fs::copy(root().join("rules/s3-assumed-role-object-ops.toml"), rules.join("b.toml")).unwrap();
+    std::fs::copy(
+        root().join("rules/s3-assumed-role-object-ops.toml"),
+        rules.join("b.toml"),
+    )
+    .unwrap();
     signal(&w, "HUP");
     wait_for("the reload", 30, || bed.log().contains("rules reloaded"));
     bed.put("AWSLogs/2.json.gz", delete_file(2, "two@example.com"));
     wait_for("alerts of both rules", 60, || bed.alerts().len() == 3);
 
-    std::fs::write(rules.join("c.toml"), "id = \"bad\"\ntitle = \"t\"\nseverity = \"low\"\n[match]\nx = { regex = \"(\" }\n")
-        .unwrap();
+    std::fs::write(
+        rules.join("c.toml"),
+        "id = \"bad\"\ntitle = \"t\"\nseverity = \"low\"\n[match]\nx = { regex = \"(\" }\n",
+    )
+    .unwrap();
     signal(&w, "HUP");
-    wait_for("the rejected reload", 30, || bed.log().contains("rule reload rejected"));
+    wait_for("the rejected reload", 30, || {
+        bed.log().contains("rule reload rejected")
+    });
     bed.put("AWSLogs/3.json.gz", delete_file(3, "three@example.com"));
     wait_for("alerts of the old rules", 60, || bed.alerts().len() == 5);
     assert!(http_get(port, "/metrics").contains("trailwatch_reload_failures_total 1"));
@@ -231,7 +338,11 @@ fn rule_reload_and_health_endpoints() {
     signal(&w, "TERM");
     assert_eq!(bed.wait_exit(&mut w, 30), 0, "{}", bed.log());
     assert_eq!(bed.metric("ReloadFailures", None), 1.0);
-    assert!(bed.log().contains("c.toml:5:15: invalid regex"), "{}", bed.log());
+    assert!(
+        bed.log().contains("c.toml:5:15: invalid regex"),
+        "{}",
+        bed.log()
+    );
 }
 
 /// A webhook that fails twice and then accepts: the alerts are retried, delivered,
@@ -247,11 +358,18 @@ fn webhook_is_retried_until_it_accepts() {
         for (i, conn) in listener.incoming().enumerate() {
             let Ok(mut conn) = conn else { return };
             let body = read_http_body(&mut conn);
-            let status = if i < 2 { "503 Service Unavailable" } else { "200 OK" };
+            let status = if i < 2 {
+                "503 Service Unavailable"
+            } else {
+                "200 OK"
+            };
             if i >= 2 {
                 seen.lock().unwrap().push(body);
             }
-            let _ = conn.write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes());
+            let _ = conn.write_all(
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
         }
     });
     bed.put("AWSLogs/1.json.gz", delete_file(1, "hook@example.com"));
@@ -265,7 +383,13 @@ fn webhook_is_retried_until_it_accepts() {
     let got = bodies.lock().unwrap().clone();
     assert_eq!(got.len(), 1, "{got:?}\n{}", bed.log());
     let v: Value = serde_json::from_str(&got[0]).unwrap();
-    assert!(v["text"].as_str().unwrap().starts_with("[HIGH] SSO user hook@example.com"), "{v}");
+    assert!(
+        v["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[HIGH] SSO user hook@example.com"),
+        "{v}"
+    );
     assert!(bed.log().contains("alert delivery failed; retrying"));
     assert_eq!(bed.depth(&bed.queue), 0);
 }
@@ -274,7 +398,10 @@ fn http_get(port: u16, path: &str) -> String {
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();
     };
-    let _ = write!(s, "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+    );
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out

@@ -20,8 +20,12 @@ pub async fn list(client: &Client, bucket: &str, prefix: &str) -> anyhow::Result
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page =
-            page.map_err(|e| anyhow::anyhow!("listing s3://{bucket}/{prefix}: {}", crate::aws::error_text(&e)))?;
+        let page = page.map_err(|e| {
+            anyhow::anyhow!(
+                "listing s3://{bucket}/{prefix}: {}",
+                crate::aws::error_text(&e)
+            )
+        })?;
         keys.extend(
             page.contents()
                 .iter()
@@ -45,7 +49,11 @@ pub struct FetchError {
 
 /// Opens `s3://bucket/key` for streaming; returns the body and its ETag (without
 /// quotes).
-pub async fn open(client: &Client, bucket: &str, key: &str) -> Result<(ByteStream, Option<String>), FetchError> {
+pub async fn open(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+) -> Result<(ByteStream, Option<String>), FetchError> {
     match client.get_object().bucket(bucket).key(key).send().await {
         Ok(out) => {
             let etag = out.e_tag().map(|e| e.trim_matches('"').to_owned());

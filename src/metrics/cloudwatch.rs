@@ -47,7 +47,10 @@ impl Publisher {
             return;
         }
         match self.send(&pending).await {
-            Ok(()) => tracing::debug!(datapoints = pending.datapoints(), "metrics sent to CloudWatch"),
+            Ok(()) => tracing::debug!(
+                datapoints = pending.datapoints(),
+                "metrics sent to CloudWatch"
+            ),
             Err(e) => {
                 pending.failures += 1;
                 if pending.failures >= self.max_pending_flushes {

@@ -184,7 +184,11 @@ impl Metrics {
     /// Current total of a series (for tests and readiness).
     pub fn total(&self, counter: Counter) -> u64 {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.totals.iter().filter(|(s, _)| s.counter == counter && s.dim.is_none()).map(|(_, v)| *v).sum()
+        g.totals
+            .iter()
+            .filter(|(s, _)| s.counter == counter && s.dim.is_none())
+            .map(|(_, v)| *v)
+            .sum()
     }
 
     /// Takes what is pending for CloudWatch.
@@ -221,7 +225,10 @@ impl Metrics {
                         "Severity" => "severity",
                         other => other,
                     };
-                    let escaped = val.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                    let escaped = val
+                        .replace('\\', "\\\\")
+                        .replace('"', "\\\"")
+                        .replace('\n', "\\n");
                     let _ = writeln!(out, "{name}{{{label}=\"{escaped}\"}} {v}");
                 }
                 None => {
@@ -257,7 +264,13 @@ mod tests {
         p.failures = 1;
         m.restore_pending(p);
         let p = m.take_pending();
-        assert_eq!(p.counters[&Series { counter: Counter::EventsProcessed, dim: None }], 15);
+        assert_eq!(
+            p.counters[&Series {
+                counter: Counter::EventsProcessed,
+                dim: None
+            }],
+            15
+        );
         assert_eq!((p.lag.min, p.lag.max, p.lag.count), (1.0, 3.0, 2));
         assert_eq!(p.failures, 1);
         assert_eq!(m.total(Counter::EventsProcessed), 15);
@@ -270,7 +283,10 @@ mod tests {
         m.add_dim(Counter::Alerts, "RuleId", "a\"b", 2);
         let t = m.render_prometheus();
         assert!(t.contains("# TYPE trailwatch_files_processed_total counter\ntrailwatch_files_processed_total 1\n"), "{t}");
-        assert!(t.contains("trailwatch_alerts_total{rule_id=\"a\\\"b\"} 2"), "{t}");
+        assert!(
+            t.contains("trailwatch_alerts_total{rule_id=\"a\\\"b\"} 2"),
+            "{t}"
+        );
         assert!(t.contains("trailwatch_delivery_lag_seconds_count 0"), "{t}");
     }
 }

@@ -61,7 +61,10 @@ impl Sink {
             }
             SinkType::Sns => {
                 let topic = c.topic_arn.clone().expect("validated");
-                (Kind::Sns(sns::Sns::new(aws, topic.clone())), format!("sns:{topic}"))
+                (
+                    Kind::Sns(sns::Sns::new(aws, topic.clone())),
+                    format!("sns:{topic}"),
+                )
             }
             SinkType::Webhook => {
                 let url = c.url.clone().expect("validated");
@@ -134,7 +137,10 @@ impl Sink {
                 // synced to disk before the alerts count as delivered.
                 let res = tokio::task::block_in_place(|| {
                     let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
-                    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+                    let mut f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)?;
                     f.write_all(&lines)?;
                     f.sync_data()
                 });

@@ -20,11 +20,22 @@ pub struct Sns {
 pub fn subject(title: &str) -> String {
     let clean: String = title
         .chars()
-        .map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect();
-    let trimmed = clean.trim_start_matches(|c: char| !c.is_ascii_alphanumeric() && !c.is_ascii_punctuation());
+    let trimmed =
+        clean.trim_start_matches(|c: char| !c.is_ascii_alphanumeric() && !c.is_ascii_punctuation());
     let s: String = trimmed.chars().take(99).collect();
-    if s.is_empty() { "trailwatch alert".to_owned() } else { s }
+    if s.is_empty() {
+        "trailwatch alert".to_owned()
+    } else {
+        s
+    }
 }
 
 /// The message body: the alert JSON; an alert too large for SNS is sent without
@@ -35,7 +46,10 @@ pub fn message(a: &Alert) -> Result<String, String> {
         return Ok(full);
     }
     let mut v = serde_json::to_value(a).map_err(|e| e.to_string())?;
-    v["record"] = serde_json::Value::String(format!("omitted: the record made the alert {} bytes, over SNS's 256 KiB", full.len()));
+    v["record"] = serde_json::Value::String(format!(
+        "omitted: the record made the alert {} bytes, over SNS's 256 KiB",
+        full.len()
+    ));
     serde_json::to_string(&v).map_err(|e| e.to_string())
 }
 
@@ -66,7 +80,12 @@ impl Sns {
                 .message_attributes("rule_id", attr(&a.rule_id))
                 .send()
                 .await
-                .map_err(|e| (i, format!("Publish to {}: {}", self.topic, crate::aws::error_text(&e))))?;
+                .map_err(|e| {
+                    (
+                        i,
+                        format!("Publish to {}: {}", self.topic, crate::aws::error_text(&e)),
+                    )
+                })?;
         }
         Ok(())
     }
@@ -78,7 +97,10 @@ mod tests {
 
     #[test]
     fn subjects_are_ascii_and_short() {
-        assert_eq!(subject("SSO user jöhn deleted x"), "SSO user j?hn deleted x");
+        assert_eq!(
+            subject("SSO user jöhn deleted x"),
+            "SSO user j?hn deleted x"
+        );
         assert_eq!(subject(&"a".repeat(300)).len(), 99);
         assert_eq!(subject("line\nbreak"), "line?break");
         assert_eq!(subject(""), "trailwatch alert");

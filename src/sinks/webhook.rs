@@ -14,7 +14,13 @@ pub struct Webhook {
 
 /// The Slack-style text of an alert.
 pub fn slack_text(a: &Alert) -> String {
-    format!("[{}] {} (rule {}, alert {})", a.severity.as_str().to_uppercase(), a.title, a.rule_id, a.alert_id)
+    format!(
+        "[{}] {} (rule {}, alert {})",
+        a.severity.as_str().to_uppercase(),
+        a.title,
+        a.rule_id,
+        a.alert_id
+    )
 }
 
 impl Webhook {
@@ -41,9 +47,25 @@ impl Webhook {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| (i, format!("POST {}: {}", crate::config::mask_url(&self.url), flatten(&e))))?;
+                .map_err(|e| {
+                    (
+                        i,
+                        format!(
+                            "POST {}: {}",
+                            crate::config::mask_url(&self.url),
+                            flatten(&e)
+                        ),
+                    )
+                })?;
             if !resp.status().is_success() {
-                return Err((i, format!("POST {}: HTTP {}", crate::config::mask_url(&self.url), resp.status())));
+                return Err((
+                    i,
+                    format!(
+                        "POST {}: HTTP {}",
+                        crate::config::mask_url(&self.url),
+                        resp.status()
+                    ),
+                ));
             }
         }
         Ok(())

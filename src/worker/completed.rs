@@ -68,6 +68,9 @@ mod tests {
         assert!(!c.contains(&id("a")), "the oldest is forgotten");
         assert!(c.contains(&id("b")) && c.contains(&id("c")));
         assert_eq!(c.len(), 2);
-        assert!(!c.contains(&("b".into(), "b".into(), "other-etag".into())), "a new version is new");
+        assert!(
+            !c.contains(&("b".into(), "b".into(), "other-etag".into())),
+            "a new version is new"
+        );
     }
 }

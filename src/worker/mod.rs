@@ -77,7 +77,8 @@ impl State {
             Ok(set) => {
                 let n = set.enabled().count();
                 let engine = Engine::new(&set, EngineOptions::default());
-                *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Mutex::new(engine));
+                *self.engine.write().unwrap_or_else(|e| e.into_inner()) =
+                    Arc::new(Mutex::new(engine));
                 tracing::info!(rules = n, dir = %self.cfg.rules.dir.display(), "rules reloaded");
             }
             Err(d) => {
@@ -102,7 +103,13 @@ pub struct Handles {
 /// Runs the worker until `signals.shutdown` turns true (or the queue stays idle for
 /// `until_idle`). Returns after in-flight files finished or the grace period ended,
 /// sinks were flushed and metrics sent.
-pub async fn run(cfg: Config, rules: RuleSet, aws: aws_config::SdkConfig, signals: Signals, opts: RunOptions) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    rules: RuleSet,
+    aws: aws_config::SdkConfig,
+    signals: Signals,
+    opts: RunOptions,
+) -> anyhow::Result<()> {
     let handles = Handles {
         metrics: Arc::new(Metrics::default()),
         health: Arc::new(Health::default()),
@@ -120,7 +127,9 @@ pub async fn run_with(
     handles: Handles,
 ) -> anyhow::Result<()> {
     let compile = |list: &[String]| -> anyhow::Result<Vec<Regex>> {
-        list.iter().map(|r| Regex::new(r).with_context(|| format!("invalid key filter `{r}`"))).collect()
+        list.iter()
+            .map(|r| Regex::new(r).with_context(|| format!("invalid key filter `{r}`")))
+            .collect()
     };
     let sinks = sinks::build(&cfg.sinks, &aws)?;
     let state = Arc::new(State {
@@ -128,7 +137,10 @@ pub async fn run_with(
         exclude: compile(&cfg.source.exclude)?,
         sqs: aws_sdk_sqs::Client::new(&aws),
         s3: crate::aws::s3_client(&aws),
-        engine: RwLock::new(Arc::new(Mutex::new(Engine::new(&rules, EngineOptions::default())))),
+        engine: RwLock::new(Arc::new(Mutex::new(Engine::new(
+            &rules,
+            EngineOptions::default(),
+        )))),
         sinks,
         metrics: handles.metrics.clone(),
         health: handles.health.clone(),
@@ -148,7 +160,12 @@ pub async fn run_with(
     if !state.cfg.health.listen.is_empty() {
         let listener = tokio::net::TcpListener::bind(&state.cfg.health.listen)
             .await
-            .with_context(|| format!("cannot listen on {} for health checks", state.cfg.health.listen))?;
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} for health checks",
+                    state.cfg.health.listen
+                )
+            })?;
         tracing::info!(address = %listener.local_addr()?, "health endpoints on /healthz, /readyz, /metrics");
         let (h, m, s) = (state.health.clone(), state.metrics.clone(), stop_rx.clone());
         background.spawn(async move {
@@ -203,7 +220,11 @@ pub async fn run_with(
 }
 
 /// The receive loop, then the drain.
-async fn intake(state: Arc<State>, mut shutdown: watch::Receiver<bool>, opts: &RunOptions) -> anyhow::Result<()> {
+async fn intake(
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+    opts: &RunOptions,
+) -> anyhow::Result<()> {
     let src = &state.cfg.source;
     let permits = Arc::new(Semaphore::new(src.max_in_flight));
     let mut tasks: JoinSet<()> = JoinSet::new();
@@ -279,7 +300,10 @@ async fn intake(state: Arc<State>, mut shutdown: watch::Receiver<bool>, opts: &R
         }
         idle_since = None;
         for m in messages {
-            let permit = permits.clone().try_acquire_owned().expect("received no more messages than free permits");
+            let permit = permits
+                .clone()
+                .try_acquire_owned()
+                .expect("received no more messages than free permits");
             tasks.spawn(process::message(state.clone(), m, permit));
         }
     }
@@ -295,8 +319,17 @@ async fn intake(state: Arc<State>, mut shutdown: watch::Receiver<bool>, opts: &R
     if drained.is_err() {
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
-        let left: Vec<String> = state.inflight.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, r)| r).collect();
-        tracing::warn!(messages = left.len(), "grace period over; releasing unfinished messages for redelivery");
+        let left: Vec<String> = state
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
+        tracing::warn!(
+            messages = left.len(),
+            "grace period over; releasing unfinished messages for redelivery"
+        );
         for receipt in left {
             process::set_visibility(&state, &receipt, Duration::ZERO).await;
         }

@@ -38,7 +38,9 @@ pub enum Notification {
 
 /// A body that is not any known notification.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unrecognised SQS message body ({0}); expected an S3, SNS, EventBridge or CloudTrail notification")]
+#[error(
+    "unrecognised SQS message body ({0}); expected an S3, SNS, EventBridge or CloudTrail notification"
+)]
 pub struct UnknownNotification(pub String);
 
 /// Decodes an S3 event notification key: `+` is a space, then `%XX` escapes.
@@ -61,7 +63,8 @@ pub fn parse(body: &str) -> Result<Notification, UnknownNotification> {
     if trimmed.starts_with("CloudTrail validation message") {
         return Ok(Notification::Validation);
     }
-    let v: Value = serde_json::from_str(trimmed).map_err(|e| UnknownNotification(format!("not JSON: {e}")))?;
+    let v: Value =
+        serde_json::from_str(trimmed).map_err(|e| UnknownNotification(format!("not JSON: {e}")))?;
     parse_value(&v, 0)
 }
 
@@ -94,9 +97,13 @@ fn parse_value(v: &Value, depth: u8) -> Result<Notification, UnknownNotification
                 other.push(name.to_owned());
                 continue;
             }
-            let (Some(bucket), Some(raw_key)) = (str_at(r, &["s3", "bucket", "name"]), str_at(r, &["s3", "object", "key"]))
-            else {
-                return Err(UnknownNotification("an S3 record without s3.bucket.name or s3.object.key".into()));
+            let (Some(bucket), Some(raw_key)) = (
+                str_at(r, &["s3", "bucket", "name"]),
+                str_at(r, &["s3", "object", "key"]),
+            ) else {
+                return Err(UnknownNotification(
+                    "an S3 record without s3.bucket.name or s3.object.key".into(),
+                ));
             };
             objects.push(ObjectRef {
                 bucket: bucket.to_owned(),
@@ -107,7 +114,10 @@ fn parse_value(v: &Value, depth: u8) -> Result<Notification, UnknownNotification
             });
         }
         return Ok(if objects.is_empty() {
-            Notification::NothingToDo(format!("no ObjectCreated records (got: {})", other.join(", ")))
+            Notification::NothingToDo(format!(
+                "no ObjectCreated records (got: {})",
+                other.join(", ")
+            ))
         } else {
             Notification::Objects(objects)
         });
@@ -119,10 +129,13 @@ fn parse_value(v: &Value, depth: u8) -> Result<Notification, UnknownNotification
                 v.get("detail-type").and_then(Value::as_str).unwrap_or("?")
             )));
         }
-        let (Some(bucket), Some(raw_key)) =
-            (str_at(v, &["detail", "bucket", "name"]), str_at(v, &["detail", "object", "key"]))
-        else {
-            return Err(UnknownNotification("an EventBridge event without detail.bucket.name or detail.object.key".into()));
+        let (Some(bucket), Some(raw_key)) = (
+            str_at(v, &["detail", "bucket", "name"]),
+            str_at(v, &["detail", "object", "key"]),
+        ) else {
+            return Err(UnknownNotification(
+                "an EventBridge event without detail.bucket.name or detail.object.key".into(),
+            ));
         };
         // Whether EventBridge URL-encodes keys is not documented: decode `%XX`, and
         // keep the key as sent to try if the decoded one does not exist.
@@ -157,8 +170,14 @@ fn parse_value(v: &Value, depth: u8) -> Result<Notification, UnknownNotification
             Notification::Objects(objects)
         });
     }
-    let keys: Vec<&str> = v.as_object().map(|o| o.keys().map(String::as_str).take(6).collect()).unwrap_or_default();
-    Err(UnknownNotification(format!("top-level keys: {}", keys.join(", "))))
+    let keys: Vec<&str> = v
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).take(6).collect())
+        .unwrap_or_default();
+    Err(UnknownNotification(format!(
+        "top-level keys: {}",
+        keys.join(", ")
+    )))
 }
 
 #[cfg(test)]
@@ -187,16 +206,31 @@ mod tests {
     #[test]
     fn s3_event_notification_with_url_encoded_keys() {
         let cases = [
-            ("AWSLogs/1/CloudTrail/x.json.gz", "AWSLogs/1/CloudTrail/x.json.gz"),
-            ("with+space/and%2Bplus.json.gz", "with space/and+plus.json.gz"),
+            (
+                "AWSLogs/1/CloudTrail/x.json.gz",
+                "AWSLogs/1/CloudTrail/x.json.gz",
+            ),
+            (
+                "with+space/and%2Bplus.json.gz",
+                "with space/and+plus.json.gz",
+            ),
             ("caf%C3%A9/%E2%9C%93.json", "café/✓.json"),
         ];
         for (raw, want) in cases {
             let got = objects(parse(&s3_body(raw)).unwrap());
-            assert_eq!(got, vec![("trail-logs".to_owned(), want.to_owned())], "key {raw}");
+            assert_eq!(
+                got,
+                vec![("trail-logs".to_owned(), want.to_owned())],
+                "key {raw}"
+            );
         }
-        let Notification::Objects(o) = parse(&s3_body("k")).unwrap() else { panic!() };
-        assert_eq!((o[0].etag.as_deref(), o[0].size), (Some("abc123"), Some(1234)));
+        let Notification::Objects(o) = parse(&s3_body("k")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (o[0].etag.as_deref(), o[0].size),
+            (Some("abc123"), Some(1234))
+        );
     }
 
     #[test]
@@ -206,9 +240,15 @@ mod tests {
         second["s3"]["object"]["key"] = "b".into();
         let mut removed = v["Records"][0].clone();
         removed["eventName"] = "ObjectRemoved:Delete".into();
-        v["Records"].as_array_mut().unwrap().extend([second, removed]);
+        v["Records"]
+            .as_array_mut()
+            .unwrap()
+            .extend([second, removed]);
         let got = objects(parse(&v.to_string()).unwrap());
-        assert_eq!(got.iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            got.iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
     }
 
     #[test]
@@ -224,11 +264,20 @@ mod tests {
             "account": "1", "time": "t", "region": "us-east-1", "resources": ["arn:aws:s3:::trail-logs"],
             "detail": {"version": "0", "bucket": {"name": "trail-logs"},
                        "object": {"key": "a%20b.json.gz", "size": 5, "etag": "e"}, "reason": "PutObject"}});
-        let Notification::Objects(o) = parse(&body.to_string()).unwrap() else { panic!() };
+        let Notification::Objects(o) = parse(&body.to_string()).unwrap() else {
+            panic!()
+        };
         assert_eq!(o[0].key, "a b.json.gz");
-        assert_eq!(o[0].alt_key.as_deref(), Some("a%20b.json.gz"), "the key as sent is kept as a fallback");
+        assert_eq!(
+            o[0].alt_key.as_deref(),
+            Some("a%20b.json.gz"),
+            "the key as sent is kept as a fallback"
+        );
         let deleted = body.to_string().replace("Object Created", "Object Deleted");
-        assert!(matches!(parse(&deleted).unwrap(), Notification::NothingToDo(_)));
+        assert!(matches!(
+            parse(&deleted).unwrap(),
+            Notification::NothingToDo(_)
+        ));
     }
 
     #[test]
@@ -249,9 +298,15 @@ mod tests {
         let test = json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "t", "Bucket": "trail-logs",
                           "RequestId": "r", "HostId": "h"});
         assert_eq!(parse(&test.to_string()).unwrap(), Notification::TestEvent);
-        assert_eq!(parse("CloudTrail validation message.").unwrap(), Notification::Validation);
+        assert_eq!(
+            parse("CloudTrail validation message.").unwrap(),
+            Notification::Validation
+        );
         let wrapped = json!({"Type": "Notification", "Message": "CloudTrail validation message."});
-        assert_eq!(parse(&wrapped.to_string()).unwrap(), Notification::Validation);
+        assert_eq!(
+            parse(&wrapped.to_string()).unwrap(),
+            Notification::Validation
+        );
     }
 
     #[test]
@@ -259,7 +314,10 @@ mod tests {
         let e = parse("hello").unwrap_err();
         assert!(e.to_string().contains("not JSON"), "{e}");
         let e = parse(r#"{"foo": 1, "bar": 2}"#).unwrap_err();
-        assert!(e.to_string().contains("foo, bar") || e.to_string().contains("bar, foo"), "{e}");
+        assert!(
+            e.to_string().contains("foo, bar") || e.to_string().contains("bar, foo"),
+            "{e}"
+        );
         let e = parse(r#"{"Type": "Notification", "Message": "{not json"}"#).unwrap_err();
         assert!(e.to_string().contains("SNS Message is not JSON"), "{e}");
     }

@@ -35,11 +35,23 @@ enum ObjectError {
         error: input::StreamError,
     },
     #[error("s3://{bucket}/{key}: none of its {records} records is a valid CloudTrail record")]
-    NoValidRecords { bucket: String, key: String, records: u64 },
+    NoValidRecords {
+        bucket: String,
+        key: String,
+        records: u64,
+    },
     #[error("delivering alerts for s3://{bucket}/{key}: {error}")]
-    Deliver { bucket: String, key: String, error: SinkError },
+    Deliver {
+        bucket: String,
+        key: String,
+        error: SinkError,
+    },
     #[error("s3://{bucket}/{key}: processing task failed: {0}", .message)]
-    Task { bucket: String, key: String, message: String },
+    Task {
+        bucket: String,
+        key: String,
+        message: String,
+    },
 }
 
 /// Processes one message to the end; the permit bounds files in flight.
@@ -52,10 +64,16 @@ pub(super) async fn message(state: Arc<State>, msg: Message, _permit: OwnedSemap
     let receives = msg
         .attributes
         .as_ref()
-        .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount))
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+        })
         .cloned()
         .unwrap_or_default();
-    state.inflight.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), receipt.clone());
+    state
+        .inflight
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id.clone(), receipt.clone());
     let heartbeat = tokio::spawn(heartbeat(state.clone(), receipt.clone()));
 
     let ok = handle(&state, &id, msg.body.as_deref().unwrap_or("")).await;
@@ -68,7 +86,11 @@ pub(super) async fn message(state: Arc<State>, msg: Message, _permit: OwnedSemap
             "message kept for redelivery (the queue's redrive policy moves it to the dead-letter queue after maxReceiveCount)");
         set_visibility(&state, &receipt, state.cfg.source.retry_delay).await;
     }
-    state.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    state
+        .inflight
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&id);
 }
 
 /// Whether the message is done with (processed, or nothing to process).
@@ -112,7 +134,11 @@ async fn handle(state: &State, id: &str, body: &str) -> bool {
 
 fn done_before(state: &State, b: &str, k: &str, etag: &str) -> bool {
     let id = (b.to_owned(), k.to_owned(), etag.to_owned());
-    state.completed.lock().unwrap_or_else(|e| e.into_inner()).contains(&id)
+    state
+        .completed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&id)
 }
 
 /// Reads one object through the engine and delivers its alerts.
@@ -140,7 +166,11 @@ async fn object(state: &State, obj: &ObjectRef) -> Result<(), ObjectError> {
         return Ok(());
     }
 
-    let engine = state.engine.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let engine = state
+        .engine
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let cancel = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<Arc<Alert>>(ALERT_CHANNEL);
     let reader = Cancellable {
@@ -149,7 +179,8 @@ async fn object(state: &State, obj: &ObjectRef) -> Result<(), ObjectError> {
     };
     let limits = state.limits;
     let (b2, k2) = (bucket.clone(), key.clone());
-    let reading = tokio::task::spawn_blocking(move || evaluate(reader, limits, &engine, &b2, &k2, &tx));
+    let reading =
+        tokio::task::spawn_blocking(move || evaluate(reader, limits, &engine, &b2, &k2, &tx));
     let delivering = deliver(rx, &state.sinks, &state.metrics, &cancel);
     let (read_result, delivered) = tokio::join!(reading, delivering);
 
@@ -163,9 +194,13 @@ async fn object(state: &State, obj: &ObjectRef) -> Result<(), ObjectError> {
         return Err(ObjectError::Deliver { bucket, key, error });
     }
     let counts = read.counts;
-    state.metrics.add(Counter::RecordErrors, counts.record_errors);
+    state
+        .metrics
+        .add(Counter::RecordErrors, counts.record_errors);
     for (rule, n) in &counts.matches {
-        state.metrics.add_dim(Counter::RuleMatches, "RuleId", rule, *n);
+        state
+            .metrics
+            .add_dim(Counter::RuleMatches, "RuleId", rule, *n);
     }
     let stats = read.result.map_err(|error| ObjectError::Read {
         bucket: bucket.clone(),
@@ -180,7 +215,10 @@ async fn object(state: &State, obj: &ObjectRef) -> Result<(), ObjectError> {
         });
     }
     state.metrics.add(Counter::FilesProcessed, 1);
-    state.metrics.add(Counter::EventsProcessed, stats.records - stats.record_errors);
+    state.metrics.add(
+        Counter::EventsProcessed,
+        stats.records - stats.record_errors,
+    );
     state.metrics.add_lag(&counts.lag);
     tracing::info!(bucket = %bucket, key = %key, records = stats.records, record_errors = stats.record_errors,
         alerts = counts.alerts, "file processed");
@@ -218,9 +256,16 @@ fn evaluate(
     let mut counts = Counts::default();
     let mut detections: Vec<Detection> = Vec::new();
     let mut shown = 0u32;
-    engine.lock().unwrap_or_else(|e| e.into_inner()).refresh_clock();
+    engine
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .refresh_clock();
     let result = input::read_events(reader, limits, |item| match item {
-        Item::Bad { index, offset, error } => {
+        Item::Bad {
+            index,
+            offset,
+            error,
+        } => {
             counts.record_errors += 1;
             shown += 1;
             if shown <= 10 {
@@ -229,7 +274,10 @@ fn evaluate(
         }
         Item::Event { index, raw, event } => {
             if let Some(t) = event.time_ms() {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(t);
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(t);
                 counts.lag.add((now - t) as f64 / 1000.0);
             }
             detections.clear();
@@ -242,7 +290,13 @@ fn evaluate(
                 .iter()
                 .map(|d| {
                     let rule = &eng.rules()[d.rule];
-                    Arc::new(Alert::new(rule, d, &event, Some(raw), SourceRef::object(bucket, key, index)))
+                    Arc::new(Alert::new(
+                        rule,
+                        d,
+                        &event,
+                        Some(raw),
+                        SourceRef::object(bucket, key, index),
+                    ))
                 })
                 .collect();
             drop(eng);
@@ -253,7 +307,10 @@ fn evaluate(
             }
         }
     });
-    counts.matches = engine.lock().unwrap_or_else(|e| e.into_inner()).take_match_counts();
+    counts.matches = engine
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take_match_counts();
     Evaluated { result, counts }
 }
 
@@ -295,7 +352,10 @@ struct Cancellable<R> {
 impl<R: Read> Read for Cancellable<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.cancel.load(Ordering::SeqCst) {
-            return Err(io::Error::new(io::ErrorKind::Other, "cancelled: alert delivery failed"));
+            return Err(io::Error::new(
+                io::ErrorKind::Other,
+                "cancelled: alert delivery failed",
+            ));
         }
         self.inner.read(buf)
     }

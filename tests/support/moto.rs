@@ -62,10 +62,7 @@ impl Moto {
             ("AWS_REGION", "us-east-1".into()),
             ("AWS_EC2_METADATA_DISABLED", "true".into()),
             ("AWS_CONFIG_FILE", "/dev/null".into()),
-            (
-                "AWS_SHARED_CREDENTIALS_FILE",
-                "/dev/null".into(),
-            ),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
         ]
     }
 

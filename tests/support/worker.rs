@@ -28,7 +28,10 @@ pub struct Bed {
 pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -167,13 +170,16 @@ listen = ""
             .unwrap();
         let mut c = super::trailwatch();
         self.moto.apply(&mut c);
-        c.env("TRAILWATCH_LOG", "info,aws_config=warn,aws_smithy_runtime=warn")
-            .args(["run", "--config"])
-            .arg(config)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log));
+        c.env(
+            "TRAILWATCH_LOG",
+            "info,aws_config=warn,aws_smithy_runtime=warn",
+        )
+        .args(["run", "--config"])
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
         c.spawn().expect("start the worker")
     }
 
@@ -193,13 +199,26 @@ listen = ""
 
     pub fn put(&self, key: &str, body: Vec<u8>) {
         self.rt.block_on(async {
-            self.s3.put_object().bucket(BUCKET).key(key).body(body.into()).send().await.unwrap();
+            self.s3
+                .put_object()
+                .bucket(BUCKET)
+                .key(key)
+                .body(body.into())
+                .send()
+                .await
+                .unwrap();
         });
     }
 
     pub fn send(&self, body: &str) {
         self.rt.block_on(async {
-            self.sqs.send_message().queue_url(&self.queue).message_body(body).send().await.unwrap();
+            self.sqs
+                .send_message()
+                .queue_url(&self.queue)
+                .message_body(body)
+                .send()
+                .await
+                .unwrap();
         });
     }
 
@@ -219,7 +238,9 @@ listen = ""
                 .attributes
                 .unwrap();
             a[&A::ApproximateNumberOfMessages].parse::<u64>().unwrap()
-                + a[&A::ApproximateNumberOfMessagesNotVisible].parse::<u64>().unwrap()
+                + a[&A::ApproximateNumberOfMessagesNotVisible]
+                    .parse::<u64>()
+                    .unwrap()
         })
     }
 
@@ -269,15 +290,30 @@ listen = ""
                 .period(60)
                 .statistics(aws_sdk_cloudwatch::types::Statistic::Sum);
             if let Some((k, v)) = dim {
-                q = q.dimensions(aws_sdk_cloudwatch::types::Dimension::builder().name(k).value(v).build());
+                q = q.dimensions(
+                    aws_sdk_cloudwatch::types::Dimension::builder()
+                        .name(k)
+                        .value(v)
+                        .build(),
+                );
             }
-            q.send().await.unwrap().datapoints.unwrap_or_default().iter().filter_map(|d| d.sum).sum()
+            q.send()
+                .await
+                .unwrap()
+                .datapoints
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|d| d.sum)
+                .sum()
         })
     }
 }
 
 /// Sends SIGTERM (or another signal) to a child.
 pub fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap();
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(ok.success());
 }
