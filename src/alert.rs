@@ -130,9 +130,23 @@ pub struct Alert {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold: Option<ThresholdOut>,
     pub source: SourceRef,
+    /// For `DeleteObjects` events: the keys from the S3 server access log lines with
+    /// the same request ID (see [`crate::join`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_keys: Option<Vec<crate::join::DeletedKey>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// The raw record, byte for byte when it came from a file.
     pub record: Box<RawValue>,
 }
+
+impl PartialEq for Alert {
+    fn eq(&self, o: &Alert) -> bool {
+        self.alert_id == o.alert_id && self.deleted_keys == o.deleted_keys
+    }
+}
+
+impl Eq for Alert {}
 
 impl Alert {
     /// Builds the alert for `d` on `e`. `raw` is the record's original text when known.
@@ -199,6 +213,8 @@ impl Alert {
             },
             threshold,
             source,
+            deleted_keys: None,
+            note: None,
             record,
         }
     }

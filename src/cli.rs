@@ -117,6 +117,10 @@ pub struct ScanArgs {
     /// Alert output format.
     #[arg(long, value_enum, default_value = "jsonl")]
     pub format: Format,
+    /// CSV columns: `alerts` (one row per alert) or `deleted-keys` (DeleteObjects alerts
+    /// joined with S3 server access log lines: one row per deleted key).
+    #[arg(long, value_enum, default_value = "alerts")]
+    pub columns: output::Columns,
     /// Evaluate match conditions only: one alert per matching event, no thresholds or suppression.
     #[arg(long)]
     pub ignore_thresholds: bool,
@@ -265,8 +269,12 @@ fn scan_cmd(args: ScanArgs) -> anyhow::Result<ExitCode> {
         progress: true,
     };
     let stdout = std::io::stdout().lock();
+    if args.columns == output::Columns::DeletedKeys && args.format != Format::Csv {
+        anyhow::bail!("--columns deleted-keys goes with --format csv");
+    }
     let mut out = output::writer(
         args.format,
+        args.columns,
         std::io::BufWriter::with_capacity(64 * 1024, stdout),
     )?;
     let mut stderr = std::io::stderr().lock();

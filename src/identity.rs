@@ -263,6 +263,33 @@ pub fn actor(record: &Value) -> Actor {
     a
 }
 
+/// The principal of an S3 server access log line, from its `requester` field: an
+/// IAM or STS ARN, a canonical user ID, an AWS service (`svc:...`), or absent for an
+/// anonymous request (`actor.kind = "unknown"`, `actor.name = "anonymous"`).
+pub fn actor_from_requester(requester: Option<&str>) -> Actor {
+    let Some(req) = requester.filter(|r| !r.is_empty() && *r != "-") else {
+        let mut a = actor(&serde_json::json!({}));
+        a.name = Some("anonymous".into());
+        return a;
+    };
+    let ty = if req.contains(":assumed-role/") {
+        "AssumedRole"
+    } else if req.contains(":federated-user/") {
+        "FederatedUser"
+    } else if req.starts_with("arn:") && req.ends_with(":root") {
+        "Root"
+    } else if req.starts_with("arn:") && req.contains(":user/") {
+        "IAMUser"
+    } else if let Some(svc) = req.strip_prefix("svc:") {
+        return actor(
+            &serde_json::json!({"userIdentity": {"type": "AWSService", "invokedBy": svc}}),
+        );
+    } else {
+        return actor(&serde_json::json!({"userIdentity": {"principalId": req}}));
+    };
+    actor(&serde_json::json!({"userIdentity": {"type": ty, "arn": req}}))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,6 +432,44 @@ mod tests {
                 "userIdentity {ui}"
             );
         }
+    }
+
+    #[test]
+    fn access_log_requesters() {
+        let sso = actor_from_requester(Some(
+            "arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_S3DataAdmins_0a1b2c3d4e5f6789/jane.doe@example.com",
+        ));
+        assert_eq!(
+            (sso.kind, sso.name.as_deref()),
+            (ActorKind::SsoUser, Some("jane.doe@example.com"))
+        );
+        assert_eq!(sso.account.as_deref(), Some("111122223333"));
+        let user = actor_from_requester(Some("arn:aws:iam::111122223333:user/ci-deployer"));
+        assert_eq!(
+            (user.kind, user.name.as_deref()),
+            (ActorKind::IamUser, Some("ci-deployer"))
+        );
+        assert_eq!(
+            actor_from_requester(Some("arn:aws:iam::111122223333:root")).kind,
+            ActorKind::Root
+        );
+        assert_eq!(
+            actor_from_requester(Some("svc:logging.s3.amazonaws.com")).kind,
+            ActorKind::AwsService
+        );
+        let canon = actor_from_requester(Some(
+            "79a59df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47ef2be",
+        ));
+        assert_eq!(canon.kind, ActorKind::Unknown);
+        assert_eq!(
+            canon.principal_id.as_deref(),
+            Some("79a59df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47ef2be")
+        );
+        let anon = actor_from_requester(None);
+        assert_eq!(
+            (anon.kind, anon.name.as_deref()),
+            (ActorKind::Unknown, Some("anonymous"))
+        );
     }
 
     #[test]

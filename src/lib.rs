@@ -23,6 +23,7 @@ pub mod engine;
 pub mod health;
 pub mod identity;
 pub mod input;
+pub mod join;
 pub mod metrics;
 pub mod output;
 pub mod record;

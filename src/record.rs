@@ -165,11 +165,35 @@ pub enum RecordError {
         "record is {0} bytes, over the per-record cap (raise max_record_bytes if this is a genuine record)"
     )]
     TooLarge(u64),
+    #[error("malformed S3 access log line: {0}")]
+    AccessLog(String),
+}
+
+/// Which kind of log a record came from; a rule applies to one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogType {
+    #[default]
+    Cloudtrail,
+    /// S3 server access logs.
+    S3Access,
+}
+
+impl LogType {
+    pub const ALL: [LogType; 2] = [LogType::Cloudtrail, LogType::S3Access];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogType::Cloudtrail => "cloudtrail",
+            LogType::S3Access => "s3_access",
+        }
+    }
 }
 
 /// A parsed record with its normalised fields.
 #[derive(Debug, Clone)]
 pub struct Event {
+    log_type: LogType,
     record: Value,
     actor: Actor,
     s3_bucket: Option<String>,
@@ -229,6 +253,7 @@ impl Event {
             .and_then(Value::as_str)
             .and_then(parse_time_ms);
         Ok(Event {
+            log_type: LogType::Cloudtrail,
             record,
             actor,
             s3_bucket,
@@ -237,6 +262,34 @@ impl Event {
             success,
             time_ms,
         })
+    }
+
+    /// An S3 server access log line, parsed by [`crate::input::access_log`].
+    pub fn from_access_log(fields: serde_json::Map<String, Value>) -> Event {
+        let get = |k: &str| fields.get(k).and_then(Value::as_str).map(str::to_owned);
+        let actor = identity::actor_from_requester(fields.get("requester").and_then(Value::as_str));
+        let status = fields
+            .get("http_status")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let error = get("error_code");
+        let denied = status == 403 || error.as_deref().is_some_and(|c| c.contains("AccessDenied"));
+        let success = error.is_none() && (1..400).contains(&status);
+        let time_ms = get("eventTime").as_deref().and_then(parse_time_ms);
+        Event {
+            log_type: LogType::S3Access,
+            s3_bucket: get("bucket"),
+            s3_key: get("key_decoded"),
+            record: Value::Object(fields),
+            actor,
+            denied,
+            success,
+            time_ms,
+        }
+    }
+
+    pub fn log_type(&self) -> LogType {
+        self.log_type
     }
 
     pub fn record(&self) -> &Value {

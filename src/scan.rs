@@ -176,6 +176,7 @@ pub fn run(
     });
 
     let mut engine = Engine::new(rules, opts.engine);
+    let mut join = crate::join::DeleteJoin::default();
     let mut detections: Vec<Detection> = Vec::new();
     for obj in &objects {
         let name = obj.name();
@@ -210,17 +211,10 @@ pub fn run(
         let mut write_err: Option<std::io::Error> = None;
         let mut shown = 0u64;
         let result = input::read_events(reader, opts.limits, |item| match item {
-            Item::Bad {
-                index,
-                offset,
-                error,
-            } => {
+            Item::Bad { position, error } => {
                 shown += 1;
                 if shown <= RECORD_ERRORS_SHOWN {
-                    let _ = writeln!(
-                        diag,
-                        "trailwatch: {name}: record {index} (byte {offset}): {error}"
-                    );
+                    let _ = writeln!(diag, "trailwatch: {name}: {position}: {error}");
                 }
             }
             Item::Event { index, raw, event } => {
@@ -235,17 +229,23 @@ pub fn run(
                 }
                 detections.clear();
                 engine.evaluate(&event, &mut detections);
+                let hold = join.observe(&event);
                 for d in &detections {
                     let rule = &engine.rules()[d.rule];
                     let source = match obj {
                         Object::S3 { bucket, key } => SourceRef::object(bucket, key, index),
                         _ => SourceRef::file(&name, index),
                     };
-                    let alert = Alert::new(rule, d, &event, Some(raw), source);
+                    let alert = Alert::new(rule, d, &event, raw, source);
                     summary.alerts += 1;
                     *summary.alerts_by_rule.entry(rule.id.clone()).or_default() += 1;
                     summary.max_severity = summary.max_severity.max(Some(rule.severity));
-                    if write_err.is_none() {
+                    if hold {
+                        let id = crate::join::delete_objects_request(&event)
+                            .unwrap_or_default()
+                            .to_owned();
+                        join.hold(&id, alert);
+                    } else if write_err.is_none() {
                         if let Err(e) = out.write(&alert) {
                             write_err = Some(e);
                         }
@@ -290,6 +290,12 @@ pub fn run(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    // `DeleteObjects` alerts were held until every file was read, to carry the keys
+    // the access logs name.
+    for a in join.finish_alerts() {
+        out.write(&a).context("writing alerts")?;
+    }
+    out.write_join(&join.rows()).context("writing alerts")?;
     out.flush().context("writing alerts")?;
     summary.elapsed = started.elapsed();
     Ok(summary)

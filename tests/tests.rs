@@ -10,5 +10,7 @@ mod rules_cli;
 mod corpus;
 // `trailwatch scan s3://...` against the moto emulator.
 mod s3_scan;
+// S3 server access logs and the DeleteObjects join.
+mod access_logs;
 // `trailwatch run` against the emulator: intake, delivery guarantees, reloads.
 mod worker;

@@ -2,11 +2,12 @@
 //! bytes are decoded ([`decode`]), and how records are split out of them
 //! ([`records`]). [`read_events`] ties the stages together for one stream.
 
+pub mod access_log;
 pub mod decode;
 pub mod records;
 pub mod s3;
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::path::{Path, PathBuf};
 
 use crate::record::{Event, RecordError};
@@ -86,18 +87,35 @@ pub fn local_files(path: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Where in a file an item was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// A CloudTrail record: its 0-based index and byte offset.
+    Record { index: u64, offset: u64 },
+    /// A line of an S3 server access log (1-based).
+    Line(u64),
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Position::Record { index, offset } => write!(f, "record {index} (byte {offset})"),
+            Position::Line(n) => write!(f, "line {n}"),
+        }
+    }
+}
+
 /// One item read from a stream.
 pub enum Item<'a> {
-    /// A parsed record and its original bytes.
+    /// A parsed record; `raw` is its original JSON text (CloudTrail records only).
     Event {
         index: u64,
-        raw: &'a [u8],
+        raw: Option<&'a [u8]>,
         event: Event,
     },
-    /// A record that failed on its own; the rest of the file goes on.
+    /// A record or line that failed on its own; the rest of the file goes on.
     Bad {
-        index: u64,
-        offset: u64,
+        position: Position,
         error: RecordError,
     },
 }
@@ -120,19 +138,122 @@ pub struct StreamError {
     pub error: SplitError,
 }
 
-/// Decodes `input` and hands every record to `on_item`, in order. Returns the
+/// Bytes looked at to tell an access log from CloudTrail JSON.
+const SNIFF: usize = 4096;
+
+/// Decodes `input` and hands every record to `on_item`, in order. CloudTrail JSON
+/// (any layout) and S3 server access logs are told apart by content. Returns the
 /// stream's counts, or the error that stopped it (after the records before it).
 pub fn read_events(
+    input: impl Read,
+    limits: Limits,
+    on_item: impl FnMut(Item<'_>),
+) -> Result<StreamStats, StreamError> {
+    let fail = |e: io::Error| StreamError {
+        records: 0,
+        stats: StreamStats::default(),
+        error: SplitError::Io(e),
+    };
+    let mut reader = decode::open(input, limits.max_decompressed_bytes).map_err(fail)?;
+    let mut head = Vec::with_capacity(SNIFF);
+    (&mut reader)
+        .take(SNIFF as u64)
+        .read_to_end(&mut head)
+        .map_err(fail)?;
+    let first_line = head
+        .split(|b| *b == b'\n')
+        .find(|l| !l.iter().all(u8::is_ascii_whitespace));
+    let is_access_log =
+        first_line.is_some_and(|l| access_log::looks_like_access_log(&String::from_utf8_lossy(l)));
+    let whole = Cursor::new(head).chain(reader);
+    if is_access_log {
+        read_access_log(whole, limits, on_item)
+    } else {
+        read_cloudtrail(whole, limits, on_item)
+    }
+}
+
+fn read_access_log(
     input: impl Read,
     limits: Limits,
     mut on_item: impl FnMut(Item<'_>),
 ) -> Result<StreamStats, StreamError> {
     let mut stats = StreamStats::default();
-    let reader = decode::open(input, limits.max_decompressed_bytes).map_err(|e| StreamError {
-        records: 0,
+    let mut r = BufReader::with_capacity(128 * 1024, input);
+    let mut line = Vec::with_capacity(1024);
+    let mut n = 0u64;
+    let io_err = |stats: StreamStats, e: io::Error| StreamError {
+        records: stats.records,
         stats,
         error: SplitError::Io(e),
-    })?;
+    };
+    loop {
+        line.clear();
+        let got = (&mut r)
+            .take(limits.max_record_bytes as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| io_err(stats, e))?;
+        if got == 0 {
+            break;
+        }
+        stats.bytes += got as u64;
+        n += 1;
+        if line.len() > limits.max_record_bytes && line.last() != Some(&b'\n') {
+            // Skip the rest of an oversized line without buffering it.
+            let mut size = line.len() as u64;
+            loop {
+                let buf = r.fill_buf().map_err(|e| io_err(stats, e))?;
+                if buf.is_empty() {
+                    break;
+                }
+                let (take, done) = match memchr::memchr(b'\n', buf) {
+                    Some(i) => (i + 1, true),
+                    None => (buf.len(), false),
+                };
+                r.consume(take);
+                size += take as u64;
+                stats.bytes += take as u64;
+                if done {
+                    break;
+                }
+            }
+            stats.records += 1;
+            stats.record_errors += 1;
+            on_item(Item::Bad {
+                position: Position::Line(n),
+                error: RecordError::TooLarge(size),
+            });
+            continue;
+        }
+        let text = String::from_utf8_lossy(&line);
+        if text.trim().is_empty() {
+            continue;
+        }
+        stats.records += 1;
+        match access_log::parse_line(&text) {
+            Ok(fields) => on_item(Item::Event {
+                index: n - 1,
+                raw: None,
+                event: Event::from_access_log(fields),
+            }),
+            Err(why) => {
+                stats.record_errors += 1;
+                on_item(Item::Bad {
+                    position: Position::Line(n),
+                    error: RecordError::AccessLog(why),
+                });
+            }
+        }
+    }
+    Ok(stats)
+}
+
+fn read_cloudtrail(
+    reader: impl Read,
+    limits: Limits,
+    mut on_item: impl FnMut(Item<'_>),
+) -> Result<StreamStats, StreamError> {
+    let mut stats = StreamStats::default();
     let mut split = RecordSplitter::new(reader, limits.max_record_bytes);
     let mut buf = Vec::with_capacity(8 * 1024);
     loop {
@@ -147,14 +268,16 @@ pub fn read_events(
                 match parsed {
                     Ok(event) => on_item(Item::Event {
                         index: slot.index,
-                        raw: &buf,
+                        raw: Some(&buf),
                         event,
                     }),
                     Err(error) => {
                         stats.record_errors += 1;
                         on_item(Item::Bad {
-                            index: slot.index,
-                            offset: slot.offset,
+                            position: Position::Record {
+                                index: slot.index,
+                                offset: slot.offset,
+                            },
                             error,
                         })
                     }

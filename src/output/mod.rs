@@ -36,17 +36,65 @@ pub const CSV_COLUMNS: [&str; 18] = [
     "request_id",
 ];
 
+/// `--columns` for CSV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Columns {
+    /// One row per alert, [`CSV_COLUMNS`].
+    #[default]
+    Alerts,
+    /// The join of `DeleteObjects` alerts with S3 access log lines: one row per
+    /// deleted key, [`crate::join::JOIN_COLUMNS`].
+    DeletedKeys,
+}
+
 /// Writes alerts in one format.
 pub trait AlertWriter {
     fn write(&mut self, alert: &Alert) -> io::Result<()>;
+    /// Writes the `DeleteObjects` join, for writers that show it as rows.
+    fn write_join(&mut self, _rows: &[crate::join::JoinRow]) -> io::Result<()> {
+        Ok(())
+    }
     fn flush(&mut self) -> io::Result<()>;
 }
 
-pub fn writer<'w, W: Write + 'w>(format: Format, out: W) -> io::Result<Box<dyn AlertWriter + 'w>> {
-    Ok(match format {
-        Format::Jsonl => Box::new(Jsonl(out)),
-        Format::Csv => Box::new(Csv::new(out)?),
+pub fn writer<'w, W: Write + 'w>(
+    format: Format,
+    columns: Columns,
+    out: W,
+) -> io::Result<Box<dyn AlertWriter + 'w>> {
+    Ok(match (format, columns) {
+        (Format::Jsonl, _) => Box::new(Jsonl(out)),
+        (Format::Csv, Columns::Alerts) => Box::new(Csv::new(out)?),
+        (Format::Csv, Columns::DeletedKeys) => Box::new(JoinCsv::new(out)?),
     })
+}
+
+/// The `DeleteObjects` join as CSV; individual alerts are not written.
+pub struct JoinCsv<W: Write>(csv::Writer<W>);
+
+impl<W: Write> JoinCsv<W> {
+    pub fn new(out: W) -> io::Result<Self> {
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(out);
+        w.write_record(crate::join::JOIN_COLUMNS)?;
+        Ok(JoinCsv(w))
+    }
+}
+
+impl<W: Write> AlertWriter for JoinCsv<W> {
+    fn write(&mut self, _alert: &Alert) -> io::Result<()> {
+        Ok(())
+    }
+    fn write_join(&mut self, rows: &[crate::join::JoinRow]) -> io::Result<()> {
+        for r in rows {
+            self.0.write_record(r.cells())?;
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
 }
 
 pub struct Jsonl<W>(pub W);

@@ -18,7 +18,7 @@ pub mod threshold;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::record::{Event, FieldRef};
+use crate::record::{Event, FieldRef, LogType};
 use condition::Cond;
 use matcher::Selection;
 
@@ -198,6 +198,8 @@ pub struct Rule {
     pub title: Template,
     pub title_text: String,
     pub severity: Severity,
+    /// Which records the rule sees: CloudTrail (default) or S3 server access logs.
+    pub log_type: LogType,
     pub description: Option<String>,
     pub tags: Vec<String>,
     pub references: Vec<String>,
@@ -217,7 +219,8 @@ pub struct Rule {
 impl Rule {
     /// Whether the rule's condition holds and no active exception applies.
     pub fn matches(&self, e: &Event, today: (i32, u8, u8)) -> bool {
-        self.condition.eval(&mut |i| self.selections[i].matches(e))
+        self.log_type == e.log_type()
+            && self.condition.eval(&mut |i| self.selections[i].matches(e))
             && !self
                 .excludes
                 .iter()
@@ -226,6 +229,13 @@ impl Rule {
 
     /// A one-line account of why the rule did not match `e` (or that it did).
     pub fn explain(&self, e: &Event, today: (i32, u8, u8)) -> String {
+        if self.log_type != e.log_type() {
+            return format!(
+                "the rule applies to {} records, this is a {} record",
+                self.log_type.as_str(),
+                e.log_type().as_str()
+            );
+        }
         if let Some(x) = self
             .excludes
             .iter()

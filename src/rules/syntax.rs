@@ -22,12 +22,13 @@ use super::{
 };
 use crate::input::decode;
 use crate::input::records::RecordSplitter;
-use crate::record::FieldRef;
+use crate::record::{FieldRef, LogType};
 
 type SValue<'a> = Spanned<DeValue<'a>>;
 
-const TOP_KEYS: [&str; 17] = [
+const TOP_KEYS: [&str; 18] = [
     "id",
+    "log_type",
     "title",
     "severity",
     "description",
@@ -706,6 +707,19 @@ impl<'a> FileCx<'a> {
         };
         let tags: Vec<String> = list(self, "tags");
         let references: Vec<String> = list(self, "references");
+        let log_type = match key_of(t, "log_type") {
+            None => Some(LogType::Cloudtrail),
+            Some((_, v)) => self.string(v, "log_type").and_then(|s| {
+                let found = LogType::ALL.into_iter().find(|l| l.as_str() == s);
+                if found.is_none() {
+                    self.err(
+                        v.span(),
+                        format!("unknown log_type `{s}`; expected \"cloudtrail\" or \"s3_access\""),
+                    );
+                }
+                found
+            }),
+        };
         let enabled = key_of(t, "enabled")
             .and_then(|(_, v)| self.bool(v, "enabled"))
             .unwrap_or(true);
@@ -812,7 +826,7 @@ impl<'a> FileCx<'a> {
         let threshold = key_of(t, "threshold").and_then(|(_, v)| self.threshold(v));
         let suppress =
             key_of(t, "suppress").and_then(|(_, v)| self.suppress(v, threshold.as_ref()));
-        let tests = self.tests(t);
+        let tests = self.tests(t, log_type.unwrap_or_default());
 
         Some((
             Rule {
@@ -820,6 +834,7 @@ impl<'a> FileCx<'a> {
                 title: title?,
                 title_text: title_text?,
                 severity: severity?,
+                log_type: log_type?,
                 description,
                 tags,
                 references,
@@ -1013,7 +1028,7 @@ impl<'a> FileCx<'a> {
         })
     }
 
-    fn tests(&mut self, t: &DeTable<'_>) -> Option<Vec<RuleTest>> {
+    fn tests(&mut self, t: &DeTable<'_>, log_type: LogType) -> Option<Vec<RuleTest>> {
         let Some((_, v)) = key_of(t, "test") else {
             return Some(Vec::new());
         };
@@ -1027,7 +1042,7 @@ impl<'a> FileCx<'a> {
         let mut out = Vec::new();
         let mut ok = true;
         for (n, item) in items.iter().enumerate() {
-            match self.test(item, n) {
+            match self.test(item, n, log_type) {
                 Some(test) => out.push(test),
                 None => ok = false,
             }
@@ -1035,7 +1050,7 @@ impl<'a> FileCx<'a> {
         ok.then_some(out)
     }
 
-    fn test(&mut self, item: &SValue<'_>, n: usize) -> Option<RuleTest> {
+    fn test(&mut self, item: &SValue<'_>, n: usize, log_type: LogType) -> Option<RuleTest> {
         let DeValue::Table(tt) = item.get_ref() else {
             self.err(item.span(), "each [[test]] must be a table");
             return None;
@@ -1070,6 +1085,21 @@ impl<'a> FileCx<'a> {
                             ok = false;
                             continue;
                         };
+                        let trimmed = text.trim();
+                        if log_type == LogType::S3Access && !trimmed.starts_with('{') {
+                            // An access log line as AWS writes it.
+                            match crate::input::access_log::parse_line(trimmed) {
+                                Ok(m) => events.push(serde_json::Value::Object(m)),
+                                Err(why) => {
+                                    self.err(
+                                        e.span(),
+                                        format!("test `{name}`: malformed access log line: {why}"),
+                                    );
+                                    ok = false;
+                                }
+                            }
+                            continue;
+                        }
                         match serde_json::from_str::<serde_json::Value>(&text) {
                             Ok(j) if j.is_object() => events.push(j),
                             Ok(_) => {

@@ -2,7 +2,7 @@
 //! events, in order, to a fresh engine holding only its rule and counts the alerts.
 
 use crate::engine::{Engine, EngineOptions};
-use crate::record::Event;
+use crate::record::{Event, LogType};
 use crate::rules::{Rule, RuleTest};
 
 /// The result of one test.
@@ -37,7 +37,13 @@ pub fn run_test(rule: &Rule, test: &RuleTest) -> Outcome {
     let mut details = Vec::new();
     let mut events = Vec::new();
     for (i, v) in test.events.iter().enumerate() {
-        match Event::from_value(v.clone()) {
+        let parsed = match (rule.log_type, v) {
+            (LogType::S3Access, serde_json::Value::Object(m)) => {
+                Ok(Event::from_access_log(m.clone()))
+            }
+            _ => Event::from_value(v.clone()),
+        };
+        match parsed {
             Ok(e) => {
                 out.clear();
                 engine.evaluate(&e, &mut out);

@@ -261,15 +261,11 @@ fn evaluate(
         .unwrap_or_else(|e| e.into_inner())
         .refresh_clock();
     let result = input::read_events(reader, limits, |item| match item {
-        Item::Bad {
-            index,
-            offset,
-            error,
-        } => {
+        Item::Bad { position, error } => {
             counts.record_errors += 1;
             shown += 1;
             if shown <= 10 {
-                tracing::warn!(bucket, key, record = index, byte = offset, error = %error, "bad record skipped");
+                tracing::warn!(bucket, key, at = %position, error = %error, "bad record skipped");
             }
         }
         Item::Event { index, raw, event } => {
@@ -294,7 +290,7 @@ fn evaluate(
                         rule,
                         d,
                         &event,
-                        Some(raw),
+                        raw,
                         SourceRef::object(bucket, key, index),
                     ))
                 })
