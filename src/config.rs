@@ -12,16 +12,62 @@ use serde::{Deserialize, Serialize};
 use crate::rules::Severity;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    pub source: SourceConfig,
+    /// `[source]`, or several `[[source]]` tables (e.g. one queue for CloudTrail and
+    /// one for S3 server access logs).
+    #[serde(
+        rename = "source",
+        deserialize_with = "one_or_many",
+        serialize_with = "many"
+    )]
+    pub sources: Vec<SourceConfig>,
     pub rules: RulesConfig,
+    pub join: JoinConfig,
     #[serde(rename = "sink")]
     pub sinks: Vec<SinkConfig>,
     pub metrics: MetricsConfig,
     pub health: HealthConfig,
     pub limits: LimitsConfig,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SourceConfig>, D::Error> {
+    let v = toml::Value::deserialize(d)?;
+    match v {
+        toml::Value::Array(items) => items
+            .into_iter()
+            .map(|i| SourceConfig::deserialize(i).map_err(serde::de::Error::custom))
+            .collect(),
+        other => Ok(vec![
+            SourceConfig::deserialize(other).map_err(serde::de::Error::custom)?,
+        ]),
+    }
+}
+
+fn many<S: serde::Serializer>(v: &[SourceConfig], s: S) -> Result<S::Ok, S::Error> {
+    v.serialize(s)
+}
+
+/// `[join]`: how long `DeleteObjects` alerts wait for S3 server access log lines.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JoinConfig {
+    /// How long an alert (or a line) waits for the other side. Default "2h".
+    #[serde(with = "humantime_serde_compat")]
+    pub window: Duration,
+    /// Alerts and requests held at most; beyond, the oldest go out (counted as
+    /// `JoinEvicted`). Default 100000.
+    pub max_pending: usize,
+}
+
+impl Default for JoinConfig {
+    fn default() -> Self {
+        JoinConfig {
+            window: Duration::from_secs(2 * 3600),
+            max_pending: 100_000,
+        }
+    }
 }
 
 /// `[source]`: the SQS queue that carries notifications of new log files.
@@ -223,6 +269,20 @@ mod humantime_serde_compat {
     }
 }
 
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            sources: vec![SourceConfig::default()],
+            rules: RulesConfig::default(),
+            join: JoinConfig::default(),
+            sinks: Vec::new(),
+            metrics: MetricsConfig::default(),
+            health: HealthConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
 /// A configuration problem, with where it was found.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -265,6 +325,14 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The source the `TRAILWATCH_*` source variables set (the first one).
+    fn first_source(&mut self) -> &mut SourceConfig {
+        if self.sources.is_empty() {
+            self.sources.push(SourceConfig::default());
+        }
+        &mut self.sources[0]
+    }
+
     fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let list = |s: String| -> Vec<String> {
             s.split(',')
@@ -274,20 +342,20 @@ impl Config {
                 .collect()
         };
         if let Some(v) = env("TRAILWATCH_QUEUE_URL") {
-            self.source.queue_url = v;
+            self.first_source().queue_url = v;
         }
         if let Some(v) = env("TRAILWATCH_MAX_IN_FLIGHT") {
-            self.source.max_in_flight = v.parse().map_err(|_| {
+            self.first_source().max_in_flight = v.parse().map_err(|_| {
                 ConfigError(format!(
                     "TRAILWATCH_MAX_IN_FLIGHT: `{v}` is not a whole number"
                 ))
             })?;
         }
         if let Some(v) = env("TRAILWATCH_INCLUDE") {
-            self.source.include = list(v);
+            self.first_source().include = list(v);
         }
         if let Some(v) = env("TRAILWATCH_EXCLUDE") {
-            self.source.exclude = list(v);
+            self.first_source().exclude = list(v);
         }
         if let Some(v) = env("TRAILWATCH_RULES") {
             self.rules.dir = PathBuf::from(v);
@@ -313,36 +381,58 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        if self.source.queue_url.is_empty() {
-            problems.push("source.queue_url is required (or set TRAILWATCH_QUEUE_URL)".to_owned());
+        if self.sources.is_empty() {
+            problems.push("at least one [source] is required".to_owned());
         }
-        if self.source.max_in_flight == 0 {
-            problems.push("source.max_in_flight must be at least 1".to_owned());
-        }
-        if self.source.wait_time > Duration::from_secs(20) {
-            problems.push(
-                "source.wait_time must be at most 20s (the SQS long-poll maximum)".to_owned(),
-            );
-        }
-        let vt = self.source.visibility_timeout;
-        if vt < Duration::from_secs(2) || vt > Duration::from_secs(43_200) {
-            problems.push("source.visibility_timeout must be between 2s and 12h".to_owned());
-        }
-        if self.source.retry_delay > Duration::from_secs(43_200) {
-            problems.push("source.retry_delay must be at most 12h".to_owned());
-        }
-        for (what, list) in [
-            ("include", &self.source.include),
-            ("exclude", &self.source.exclude),
-        ] {
-            for re in list {
-                if let Err(e) = Regex::new(re) {
-                    problems.push(format!(
-                        "source.{what}: invalid regex `{re}`: {}",
-                        e.to_string().replace('\n', " ")
-                    ));
+        let many = self.sources.len() > 1;
+        for (i, src) in self.sources.iter().enumerate() {
+            let at = if many {
+                format!("source #{}", i + 1)
+            } else {
+                "source".to_owned()
+            };
+            if src.queue_url.is_empty() {
+                problems.push(format!(
+                    "{at}.queue_url is required (or set TRAILWATCH_QUEUE_URL)"
+                ));
+            }
+            if self.sources[..i]
+                .iter()
+                .any(|o| o.queue_url == src.queue_url)
+                && !src.queue_url.is_empty()
+            {
+                problems.push(format!("{at}: queue {} is listed twice", src.queue_url));
+            }
+            if src.max_in_flight == 0 {
+                problems.push(format!("{at}.max_in_flight must be at least 1"));
+            }
+            if src.wait_time > Duration::from_secs(20) {
+                problems.push(format!(
+                    "{at}.wait_time must be at most 20s (the SQS long-poll maximum)"
+                ));
+            }
+            let vt = src.visibility_timeout;
+            if vt < Duration::from_secs(2) || vt > Duration::from_secs(43_200) {
+                problems.push(format!(
+                    "{at}.visibility_timeout must be between 2s and 12h"
+                ));
+            }
+            if src.retry_delay > Duration::from_secs(43_200) {
+                problems.push(format!("{at}.retry_delay must be at most 12h"));
+            }
+            for (what, list) in [("include", &src.include), ("exclude", &src.exclude)] {
+                for re in list {
+                    if let Err(e) = Regex::new(re) {
+                        problems.push(format!(
+                            "{at}.{what}: invalid regex `{re}`: {}",
+                            e.to_string().replace('\n', " ")
+                        ));
+                    }
                 }
             }
+        }
+        if self.join.window < Duration::from_secs(1) {
+            problems.push("join.window must be at least 1s".to_owned());
         }
         if self.sinks.is_empty() {
             problems.push(
@@ -510,9 +600,9 @@ listen = "127.0.0.1:8080"
     #[test]
     fn documented_keys_load_with_defaults() {
         let c = load(FULL, &[]).unwrap();
-        assert_eq!(c.source.max_in_flight, 4);
-        assert_eq!(c.source.wait_time, Duration::from_secs(20));
-        assert_eq!(c.source.shutdown_grace, Duration::from_secs(25));
+        assert_eq!(c.sources[0].max_in_flight, 4);
+        assert_eq!(c.sources[0].wait_time, Duration::from_secs(20));
+        assert_eq!(c.sources[0].shutdown_grace, Duration::from_secs(25));
         assert_eq!(c.sinks.len(), 2);
         assert_eq!(c.sinks[1].min_severity, Some(Severity::Medium));
         assert_eq!(c.metrics.flush_interval, Duration::from_secs(60));
@@ -531,12 +621,12 @@ listen = "127.0.0.1:8080"
             ],
         )
         .unwrap();
-        assert_eq!(c.source.queue_url, "http://127.0.0.1:1/q");
+        assert_eq!(c.sources[0].queue_url, "http://127.0.0.1:1/q");
         assert_eq!(c.rules.dir, PathBuf::from("/etc/trailwatch/rules"));
-        assert_eq!(c.source.max_in_flight, 8);
+        assert_eq!(c.sources[0].max_in_flight, 8);
         assert_eq!(c.sinks.len(), 2);
         assert_eq!(c.sinks[1].kind, SinkType::Sns);
-        assert_eq!(c.source.exclude, ["Digest", "\\.tmp$"]);
+        assert_eq!(c.sources[0].exclude, ["Digest", "\\.tmp$"]);
     }
 
     #[test]
@@ -548,7 +638,7 @@ listen = "127.0.0.1:8080"
         .unwrap_err()
         .to_string();
         for want in [
-            "queue_url is required",
+            "source.queue_url is required",
             "max_in_flight must be at least 1",
             "invalid regex `(`",
             "wait_time must be at most 20s",

@@ -221,3 +221,283 @@ impl JoinRow {
         ]
     }
 }
+
+/// The streaming join in the worker: `DeleteObjects` alerts wait (bounded, up to
+/// `window`) for their access log lines, and lines wait for their alert, since
+/// server access logs arrive minutes to hours after CloudTrail. When both sides are
+/// there, a follow-up alert with the same `alert_id` and the `deleted_keys` goes out;
+/// alerts that never get lines go out as-is with a note when they expire.
+#[derive(Debug)]
+pub struct PendingJoin {
+    window_ms: u64,
+    max_entries: usize,
+    alerts: HashMap<String, PendingAlerts>,
+    keys: HashMap<String, PendingKeys>,
+    /// Entries dropped to stay within `max_entries` since the last call to
+    /// [`PendingJoin::take_evicted`].
+    evicted: u64,
+}
+
+#[derive(Debug)]
+struct PendingAlerts {
+    since_ms: u64,
+    alerts: Vec<Alert>,
+    followed_up: bool,
+}
+
+#[derive(Debug)]
+struct PendingKeys {
+    since_ms: u64,
+    keys: Vec<DeletedKey>,
+}
+
+fn with_keys(a: &Alert, keys: &[DeletedKey]) -> Alert {
+    let mut f = a.clone();
+    f.deleted_keys = Some(keys.to_vec());
+    f.note = Some(
+        "follow-up: the keys of this DeleteObjects request, from S3 server access logs".into(),
+    );
+    f
+}
+
+impl PendingJoin {
+    pub fn new(window: std::time::Duration, max_entries: usize) -> PendingJoin {
+        PendingJoin {
+            window_ms: window.as_millis() as u64,
+            max_entries: max_entries.max(1),
+            alerts: HashMap::new(),
+            keys: HashMap::new(),
+            evicted: 0,
+        }
+    }
+
+    /// Entries held (alerts waiting plus requests whose lines wait).
+    pub fn len(&self) -> usize {
+        self.alerts.len() + self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A `DeleteObjects` alert; returns a follow-up at once if its lines came first.
+    pub fn on_alert(&mut self, request_id: &str, alert: Alert, now_ms: u64) -> Vec<Alert> {
+        let mut out = Vec::new();
+        let entry = self
+            .alerts
+            .entry(request_id.to_owned())
+            .or_insert_with(|| PendingAlerts {
+                since_ms: now_ms,
+                alerts: Vec::new(),
+                followed_up: false,
+            });
+        if let Some(k) = self.keys.get(request_id) {
+            out.push(with_keys(&alert, &k.keys));
+            entry.followed_up = true;
+        }
+        entry.alerts.push(alert);
+        out.extend(self.bound(now_ms));
+        out
+    }
+
+    /// Key lines of one request; returns follow-ups for the alerts already waiting
+    /// (with every key seen so far for the request).
+    pub fn on_keys(&mut self, request_id: &str, keys: Vec<DeletedKey>, now_ms: u64) -> Vec<Alert> {
+        let entry = self
+            .keys
+            .entry(request_id.to_owned())
+            .or_insert_with(|| PendingKeys {
+                since_ms: now_ms,
+                keys: Vec::new(),
+            });
+        entry.keys.extend(keys);
+        let all = entry.keys.clone();
+        let mut out = Vec::new();
+        if let Some(p) = self.alerts.get_mut(request_id) {
+            out.extend(p.alerts.iter().map(|a| with_keys(a, &all)));
+            p.followed_up = true;
+        }
+        out.extend(self.bound(now_ms));
+        out
+    }
+
+    /// Entries older than the window: alerts that never got lines go out with a note.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<Alert> {
+        let w = self.window_ms;
+        let is_old = |since: u64| now_ms.saturating_sub(since) >= w;
+        let old: Vec<String> = self
+            .alerts
+            .iter()
+            .filter(|(_, p)| is_old(p.since_ms))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::new();
+        for id in old {
+            if let Some(p) = self.alerts.remove(&id) {
+                out.extend(expired(p));
+            }
+        }
+        self.keys.retain(|_, k| !is_old(k.since_ms));
+        out
+    }
+
+    /// Drops the oldest entries beyond `max_entries` (alerts go out as expired).
+    fn bound(&mut self, _now_ms: u64) -> Vec<Alert> {
+        let mut out = Vec::new();
+        while self.len() > self.max_entries {
+            let oldest_alert = self
+                .alerts
+                .iter()
+                .min_by_key(|(_, p)| p.since_ms)
+                .map(|(k, p)| (k.clone(), p.since_ms));
+            let oldest_keys = self
+                .keys
+                .iter()
+                .min_by_key(|(_, p)| p.since_ms)
+                .map(|(k, p)| (k.clone(), p.since_ms));
+            self.evicted += 1;
+            match (oldest_alert, oldest_keys) {
+                (Some((a, ta)), Some((_, tk))) if ta <= tk => {
+                    if let Some(p) = self.alerts.remove(&a) {
+                        out.extend(expired(p));
+                    }
+                }
+                (_, Some((k, _))) => {
+                    self.keys.remove(&k);
+                }
+                (Some((a, _)), None) => {
+                    if let Some(p) = self.alerts.remove(&a) {
+                        out.extend(expired(p));
+                    }
+                }
+                (None, None) => break,
+            }
+        }
+        out
+    }
+
+    /// Entries dropped to respect the bound since the last call.
+    pub fn take_evicted(&mut self) -> u64 {
+        std::mem::take(&mut self.evicted)
+    }
+}
+
+fn expired(p: PendingAlerts) -> Vec<Alert> {
+    if p.followed_up {
+        return Vec::new();
+    }
+    p.alerts
+        .into_iter()
+        .map(|mut a| {
+            a.deleted_keys = Some(Vec::new());
+            a.note = Some(
+                "no S3 server access log lines arrived for this request within the join window"
+                    .into(),
+            );
+            a
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::SourceRef;
+    use crate::engine::Detection;
+    use std::time::Duration;
+
+    fn alert(request: &str) -> Alert {
+        let set = crate::rules::RuleSet::load(
+            std::path::Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/rules/s3-sso-object-delete.toml"
+            )),
+            crate::rules::Strictness::Run,
+        )
+        .unwrap();
+        let e = Event::from_value(serde_json::json!({"eventName": "DeleteObjects", "requestID": request, "eventID": request}))
+            .unwrap();
+        Alert::new(
+            &set.rules[0],
+            &Detection { rule: 0, hit: None },
+            &e,
+            None,
+            SourceRef::file("f", 0),
+        )
+    }
+
+    fn key(request: &str, k: &str, status: u64) -> DeletedKey {
+        DeletedKey {
+            key: k.into(),
+            http_status: Some(status),
+            error_code: None,
+            version_id: None,
+            request_id: request.into(),
+            bucket: None,
+            time: None,
+        }
+    }
+
+    const MIN: u64 = 60_000;
+
+    #[test]
+    fn lines_after_the_alert_give_a_follow_up_with_the_same_id() {
+        let mut j = PendingJoin::new(Duration::from_secs(7200), 100);
+        let a = alert("R1");
+        assert!(j.on_alert("R1", a.clone(), 0).is_empty());
+        let f = j.on_keys(
+            "R1",
+            vec![key("R1", "a", 204), key("R1", "b", 403)],
+            10 * MIN,
+        );
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].alert_id, a.alert_id);
+        assert_eq!(f[0].deleted_keys.as_ref().unwrap().len(), 2);
+        // More lines of the same request: another follow-up with every key.
+        let f = j.on_keys("R1", vec![key("R1", "c", 204)], 11 * MIN);
+        assert_eq!(f[0].deleted_keys.as_ref().unwrap().len(), 3);
+        // Once followed up, expiry emits nothing more.
+        assert!(j.expire(200 * MIN).is_empty());
+        assert!(j.is_empty());
+    }
+
+    #[test]
+    fn lines_before_the_alert_are_held() {
+        let mut j = PendingJoin::new(Duration::from_secs(7200), 100);
+        assert!(j.on_keys("R2", vec![key("R2", "x", 204)], 0).is_empty());
+        let f = j.on_alert("R2", alert("R2"), MIN);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].deleted_keys.as_ref().unwrap()[0].key, "x");
+    }
+
+    #[test]
+    fn alerts_without_lines_expire_with_a_note() {
+        let mut j = PendingJoin::new(Duration::from_secs(7200), 100);
+        j.on_alert("R3", alert("R3"), 0);
+        j.on_keys("ORPHAN", vec![key("ORPHAN", "y", 204)], 0);
+        assert!(j.expire(119 * MIN).is_empty(), "still within the window");
+        let out = j.expire(120 * MIN);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].deleted_keys, Some(vec![]));
+        assert!(
+            out[0]
+                .note
+                .as_deref()
+                .unwrap()
+                .contains("no S3 server access log lines")
+        );
+        assert!(j.is_empty(), "orphan lines expire too");
+    }
+
+    #[test]
+    fn the_bound_evicts_the_oldest_and_counts_it() {
+        let mut j = PendingJoin::new(Duration::from_secs(7200), 2);
+        j.on_alert("A", alert("A"), 0);
+        j.on_keys("K", vec![key("K", "k", 204)], 1);
+        let out = j.on_alert("B", alert("B"), 2);
+        assert_eq!(out.len(), 1, "the oldest alert goes out as expired");
+        assert_eq!(j.len(), 2);
+        assert_eq!(j.take_evicted(), 1);
+        assert_eq!(j.take_evicted(), 0);
+    }
+}

@@ -41,13 +41,25 @@ fn end_to_end_from_upload_to_sinks_and_metrics() {
             .into_owned();
         bed.put(&key, std::fs::read(&f).unwrap());
     }
-    let cfg = bed.config(&root().join("rules"), "");
+    // The three S3 rules of the seed scenario (the full pack has more).
+    let rules = bed.dir.path().join("rules");
+    for r in [
+        "s3-assumed-role-object-ops",
+        "s3-sso-object-delete",
+        "repeated-access-denied",
+    ] {
+        write(
+            &rules.join(format!("{r}.toml")),
+            std::fs::read(root().join(format!("rules/{r}.toml"))).unwrap(),
+        );
+    }
+    let cfg = bed.config(&rules, "");
     let mut w = bed.spawn(&cfg, &["--until-idle", "3s"]);
     assert_eq!(bed.wait_exit(&mut w, 90), 0, "{}", bed.log());
 
     let alerts = bed.alerts();
     assert_eq!(alerts.len(), 6, "{}", bed.log());
-    assert_eq!(ids(&alerts), scan_ids(&seed(), &root().join("rules")));
+    assert_eq!(ids(&alerts), scan_ids(&seed(), &rules));
     assert!(alerts.iter().all(|a| a["source"]["bucket"] == BUCKET));
 
     let sns = bed.inbox();
@@ -426,4 +438,163 @@ fn read_http_body(conn: &mut std::net::TcpStream) -> String {
     let mut body = vec![0; len];
     let _ = r.read_exact(&mut body);
     String::from_utf8_lossy(&body).into_owned()
+}
+
+/// S3 server access logs through a second queue (`[[source]]`): the DeleteObjects
+/// alert goes out at once, and a follow-up with the same id lists the keys when
+/// the access log arrives; an alert whose lines never come expires with a note.
+#[test]
+fn streaming_join_with_access_logs_on_a_second_queue() {
+    let bed = Bed::new(3);
+    let logs_queue = bed.rt.block_on(async {
+        use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+        let url = bed
+            .sqs
+            .create_queue()
+            .queue_name("access-logs")
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let arn = bed
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+            .clone();
+        bed.s3
+            .create_bucket()
+            .bucket("access-logs")
+            .send()
+            .await
+            .unwrap();
+        bed.s3
+            .put_bucket_notification_configuration()
+            .bucket("access-logs")
+            .notification_configuration(
+                NotificationConfiguration::builder()
+                    .queue_configurations(
+                        QueueConfiguration::builder()
+                            .queue_arn(arn)
+                            .events(Event::S3ObjectCreated)
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        url
+    });
+    let cfg = bed.config(
+        &root().join("rules/s3-sso-object-delete.toml"),
+        "\n[join]\nwindow = \"4s\"\n",
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[source]",
+        &format!("[[source]]\nqueue_url = \"{logs_queue}\"\nwait_time = \"1s\"\nretry_delay = \"0s\"\n\n[[source]]"),
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut w = bed.spawn(&cfg, &[]);
+
+    // CloudTrail first: the seed's DeleteObject and DeleteObjects.
+    for f in trailwatch::input::local_files(&seed()).unwrap() {
+        let key = f
+            .strip_prefix(seed())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        bed.put(&key, std::fs::read(&f).unwrap());
+    }
+    wait_for("the CloudTrail alerts", 60, || bed.alerts().len() == 2);
+    let first = bed
+        .alerts()
+        .into_iter()
+        .find(|a| a["event"]["eventName"] == "DeleteObjects")
+        .unwrap();
+    assert!(
+        first.get("deleted_keys").is_none(),
+        "the first alert goes out without waiting"
+    );
+
+    // The access log lands later, through the other queue.
+    let log = std::fs::read(root().join(
+        "tests/data/access-logs/111122223333/eu-west-1/finance-reports-prod/2024/11/05/2024-11-05-10-25-00-6F1A2B3C4D5E6F70",
+    ))
+    .unwrap();
+    bed.rt.block_on(async {
+        bed.s3
+            .put_object()
+            .bucket("access-logs")
+            .key("111122223333/eu-west-1/finance-reports-prod/2024/11/05/2024-11-05-10-25-00-6F1A2B3C4D5E6F70")
+            .body(log.into())
+            .send()
+            .await
+            .unwrap();
+    });
+    wait_for("the follow-up", 60, || {
+        bed.alerts().iter().any(|a| a.get("deleted_keys").is_some())
+    });
+    let follow = bed
+        .alerts()
+        .into_iter()
+        .find(|a| a.get("deleted_keys").is_some())
+        .unwrap();
+    assert_eq!(follow["alert_id"], first["alert_id"]);
+    let keys: Vec<(String, u64)> = follow["deleted_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["key"].as_str().unwrap().to_owned(),
+                k["http_status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("2024/q2/board minutes.docx".to_owned(), 204),
+            ("2024/q2/payroll.csv".to_owned(), 204),
+            ("legal/hold/contract.pdf".to_owned(), 403)
+        ]
+    );
+
+    // A batch delete whose access log never comes expires with a note.
+    let mut lonely = s3_event(7, "DeleteObjects", "lonely@example.com", None);
+    lonely["requestID"] = "NOLOGSEVERCAME01".into();
+    bed.put("AWSLogs/lonely.json.gz", gzip(&cloudtrail(&[lonely])));
+    wait_for("the expired alert", 60, || {
+        bed.alerts()
+            .iter()
+            .any(|a| a["actor"]["name"] == "lonely@example.com" && a.get("note").is_some())
+    });
+    let expired = bed
+        .alerts()
+        .into_iter()
+        .find(|a| a.get("note").is_some() && a["actor"]["name"] == "lonely@example.com")
+        .unwrap();
+    assert_eq!(expired["deleted_keys"], json!([]));
+    assert!(
+        expired["note"]
+            .as_str()
+            .unwrap()
+            .contains("no S3 server access log lines")
+    );
+
+    signal(&w, "TERM");
+    assert_eq!(bed.wait_exit(&mut w, 30), 0, "{}", bed.log());
+    assert_eq!(bed.depth(&bed.queue), 0);
+    assert_eq!(bed.depth(&logs_queue), 0);
+    assert_eq!(bed.metric("JoinFollowUps", None), 1.0);
+    assert_eq!(bed.metric("JoinExpired", None), 1.0);
 }

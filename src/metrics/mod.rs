@@ -32,6 +32,12 @@ pub enum Counter {
     ReloadFailures,
     /// Datapoints CloudWatch never accepted, dropped after the retry budget.
     DroppedDatapoints,
+    /// Follow-up alerts carrying the keys of a `DeleteObjects` request.
+    JoinFollowUps,
+    /// `DeleteObjects` alerts whose access log lines never arrived within the window.
+    JoinExpired,
+    /// Pending join entries dropped because the bound was reached.
+    JoinEvicted,
 }
 
 impl Counter {
@@ -50,6 +56,9 @@ impl Counter {
             Counter::SqsErrors => "SqsErrors",
             Counter::ReloadFailures => "ReloadFailures",
             Counter::DroppedDatapoints => "DroppedDatapoints",
+            Counter::JoinFollowUps => "JoinFollowUps",
+            Counter::JoinExpired => "JoinExpired",
+            Counter::JoinEvicted => "JoinEvicted",
         }
     }
 
@@ -68,6 +77,9 @@ impl Counter {
             Counter::SqsErrors => "trailwatch_sqs_errors_total",
             Counter::ReloadFailures => "trailwatch_reload_failures_total",
             Counter::DroppedDatapoints => "trailwatch_dropped_datapoints_total",
+            Counter::JoinFollowUps => "trailwatch_join_follow_ups_total",
+            Counter::JoinExpired => "trailwatch_join_expired_total",
+            Counter::JoinEvicted => "trailwatch_join_evicted_total",
         }
     }
 }

@@ -63,12 +63,26 @@ pub(crate) struct State {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     completed: Mutex<Completed>,
+    limits: Limits,
+    /// `DeleteObjects` alerts and access log lines waiting for each other.
+    pending: Arc<Mutex<crate::join::PendingJoin>>,
+    /// Receipt handles of messages being processed, by message id, with their queue,
+    /// so that messages still unfinished when the grace period ends can be released.
+    inflight: Mutex<HashMap<String, (String, String)>>,
+}
+
+/// One queue and its key filters.
+pub(crate) struct Source {
+    cfg: crate::config::SourceConfig,
     include: Vec<Regex>,
     exclude: Vec<Regex>,
-    limits: Limits,
-    /// Receipt handles of messages being processed, by message id, so that messages
-    /// still unfinished when the grace period ends can be released at once.
-    inflight: Mutex<HashMap<String, String>>,
+}
+
+impl Source {
+    fn wanted(&self, key: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|r| r.is_match(key)))
+            && !self.exclude.iter().any(|r| r.is_match(key))
+    }
 }
 
 impl State {
@@ -86,11 +100,6 @@ impl State {
                 tracing::error!(dir = %self.cfg.rules.dir.display(), problems = %d, "rule reload rejected; the previous rules stay active");
             }
         }
-    }
-
-    fn wanted(&self, key: &str) -> bool {
-        (self.include.is_empty() || self.include.iter().any(|r| r.is_match(key)))
-            && !self.exclude.iter().any(|r| r.is_match(key))
     }
 }
 
@@ -132,9 +141,28 @@ pub async fn run_with(
             .collect()
     };
     let sinks = sinks::build(&cfg.sinks, &aws)?;
+    let sources: Vec<Arc<Source>> = cfg
+        .sources
+        .iter()
+        .map(|c| {
+            Ok(Arc::new(Source {
+                include: compile(&c.include)?,
+                exclude: compile(&c.exclude)?,
+                cfg: c.clone(),
+            }))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let completed_cap = cfg
+        .sources
+        .iter()
+        .map(|s| s.completed_cache)
+        .max()
+        .unwrap_or(0);
     let state = Arc::new(State {
-        include: compile(&cfg.source.include)?,
-        exclude: compile(&cfg.source.exclude)?,
+        pending: Arc::new(Mutex::new(crate::join::PendingJoin::new(
+            cfg.join.window,
+            cfg.join.max_pending,
+        ))),
         sqs: aws_sdk_sqs::Client::new(&aws),
         s3: crate::aws::s3_client(&aws),
         engine: RwLock::new(Arc::new(Mutex::new(Engine::new(
@@ -144,7 +172,7 @@ pub async fn run_with(
         sinks,
         metrics: handles.metrics.clone(),
         health: handles.health.clone(),
-        completed: Mutex::new(Completed::new(cfg.source.completed_cache)),
+        completed: Mutex::new(Completed::new(completed_cap)),
         limits: Limits {
             max_decompressed_bytes: cfg.limits.max_decompressed_bytes,
             max_record_bytes: cfg.limits.max_record_bytes,
@@ -187,30 +215,65 @@ pub async fn run_with(
     {
         let state = state.clone();
         let mut reload = signals.reload;
+        let mut stop = stop_rx.clone();
         background.spawn(async move {
-            while reload.recv().await.is_some() {
-                let s = state.clone();
-                // Loading reads files and compiles regexes: keep it off the runtime.
-                let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+            loop {
+                tokio::select! {
+                    r = reload.recv() => {
+                        if r.is_none() {
+                            break;
+                        }
+                        let s = state.clone();
+                        // Loading reads files and compiles regexes: keep it off the runtime.
+                        let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+                    }
+                    _ = stopped(&mut stop) => break,
+                }
             }
         });
     }
+    background.spawn(sweep_join(state.clone(), stop_rx.clone()));
 
-    tracing::info!(queue = %state.cfg.source.queue_url, rules = rules.enabled().count(), in_flight = state.cfg.source.max_in_flight, "worker started");
-    let result = intake(state.clone(), signals.shutdown, &opts).await;
+    for src in &sources {
+        tracing::info!(queue = %src.cfg.queue_url, in_flight = src.cfg.max_in_flight, "polling");
+    }
+    tracing::info!(rules = rules.enabled().count(), "worker started");
+    let mut intakes = JoinSet::new();
+    for src in sources {
+        intakes.spawn(intake(
+            state.clone(),
+            src,
+            signals.shutdown.clone(),
+            opts.clone(),
+        ));
+    }
+    let mut result = Ok(());
+    while let Some(r) = intakes.join_next().await {
+        match r {
+            Ok(Err(e)) => result = Err(e),
+            Err(e) => result = Err(anyhow::anyhow!("intake task failed: {e}")),
+            Ok(Ok(())) => {}
+        }
+    }
 
     let _ = stop_tx.send(true);
-    // The metrics publisher flushes once more; give it a bounded time.
+    // The metrics publisher flushes once more; give the background a bounded time.
     let _ = tokio::time::timeout(Duration::from_secs(15), async {
-        while background.join_next().await.is_some() {
-            if background.len() == 1 {
-                // Only the reload listener is left: it ends with its channel.
-                background.abort_all();
-            }
-        }
+        while background.join_next().await.is_some() {}
     })
     .await;
     background.abort_all();
+    let waiting = state
+        .pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .len();
+    if waiting > 0 {
+        tracing::info!(
+            entries = waiting,
+            "DeleteObjects alerts and access log lines still waiting for each other are dropped (their alerts went out already)"
+        );
+    }
     tracing::info!(
         files = state.metrics.total(Counter::FilesProcessed),
         events = state.metrics.total(Counter::EventsProcessed),
@@ -219,13 +282,43 @@ pub async fn run_with(
     result
 }
 
+/// Sends out `DeleteObjects` alerts whose access log lines never came.
+async fn sweep_join(state: Arc<State>, mut stop: watch::Receiver<bool>) {
+    let every = (state.cfg.join.window / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopped(&mut stop) => return,
+        }
+        let (expired, evicted) = {
+            let mut p = state.pending.lock().unwrap_or_else(|e| e.into_inner());
+            (p.expire(process::now_ms()), p.take_evicted())
+        };
+        state.metrics.add(Counter::JoinEvicted, evicted);
+        if expired.is_empty() {
+            continue;
+        }
+        state
+            .metrics
+            .add(Counter::JoinExpired, expired.len() as u64);
+        let batch: Vec<Arc<crate::alert::Alert>> = expired.into_iter().map(Arc::new).collect();
+        for sink in &state.sinks {
+            if let Err(e) = sink.deliver(&batch).await {
+                state.metrics.add(Counter::SinkErrors, 1);
+                tracing::error!(error = %e, alerts = batch.len(), "could not deliver expired DeleteObjects alerts");
+            }
+        }
+    }
+}
+
 /// The receive loop, then the drain.
 async fn intake(
     state: Arc<State>,
+    source: Arc<Source>,
     mut shutdown: watch::Receiver<bool>,
-    opts: &RunOptions,
+    opts: RunOptions,
 ) -> anyhow::Result<()> {
-    let src = &state.cfg.source;
+    let src = &source.cfg;
     let permits = Arc::new(Semaphore::new(src.max_in_flight));
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut failures: u32 = 0;
@@ -304,7 +397,7 @@ async fn intake(
                 .clone()
                 .try_acquire_owned()
                 .expect("received no more messages than free permits");
-            tasks.spawn(process::message(state.clone(), m, permit));
+            tasks.spawn(process::message(state.clone(), source.clone(), m, permit));
         }
     }
 
@@ -319,19 +412,24 @@ async fn intake(
     if drained.is_err() {
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
-        let left: Vec<String> = state
-            .inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .map(|(_, r)| r)
-            .collect();
+        let left: Vec<String> = {
+            let mut inflight = state.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            let mine: Vec<String> = inflight
+                .iter()
+                .filter(|(_, (q, _))| *q == src.queue_url)
+                .map(|(id, _)| id.clone())
+                .collect();
+            mine.into_iter()
+                .filter_map(|id| inflight.remove(&id))
+                .map(|(_, r)| r)
+                .collect()
+        };
         tracing::warn!(
             messages = left.len(),
             "grace period over; releasing unfinished messages for redelivery"
         );
         for receipt in left {
-            process::set_visibility(&state, &receipt, Duration::ZERO).await;
+            process::set_visibility(&state, &source, &receipt, Duration::ZERO).await;
         }
     }
     Ok(())

@@ -9,11 +9,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_sqs::types::Message;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
-use super::State;
 use super::notification::{self, Notification, ObjectRef};
+use super::{Source, State};
+use std::collections::HashMap;
+
 use crate::alert::{Alert, SourceRef};
 use crate::engine::{Detection, Engine};
 use crate::input::{self, Item, Limits};
+use crate::join::{DeletedKey, PendingJoin};
 use crate::metrics::{Counter, Metrics, StatSet};
 use crate::sinks::{Sink, SinkError};
 
@@ -55,7 +58,12 @@ enum ObjectError {
 }
 
 /// Processes one message to the end; the permit bounds files in flight.
-pub(super) async fn message(state: Arc<State>, msg: Message, _permit: OwnedSemaphorePermit) {
+pub(super) async fn message(
+    state: Arc<State>,
+    source: Arc<Source>,
+    msg: Message,
+    _permit: OwnedSemaphorePermit,
+) {
     let id = msg.message_id.clone().unwrap_or_default();
     let Some(receipt) = msg.receipt_handle.clone() else {
         tracing::warn!(message_id = %id, "message without a receipt handle; ignoring");
@@ -73,18 +81,18 @@ pub(super) async fn message(state: Arc<State>, msg: Message, _permit: OwnedSemap
         .inflight
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(id.clone(), receipt.clone());
-    let heartbeat = tokio::spawn(heartbeat(state.clone(), receipt.clone()));
+        .insert(id.clone(), (source.cfg.queue_url.clone(), receipt.clone()));
+    let heartbeat = tokio::spawn(heartbeat(state.clone(), source.clone(), receipt.clone()));
 
-    let ok = handle(&state, &id, msg.body.as_deref().unwrap_or("")).await;
+    let ok = handle(&state, &source, &id, msg.body.as_deref().unwrap_or("")).await;
 
     heartbeat.abort();
     if ok {
-        delete(&state, &id, &receipt).await;
+        delete(&state, &source, &id, &receipt).await;
     } else {
-        tracing::warn!(message_id = %id, receive_count = %receives, retry_in = ?state.cfg.source.retry_delay,
+        tracing::warn!(message_id = %id, receive_count = %receives, retry_in = ?source.cfg.retry_delay,
             "message kept for redelivery (the queue's redrive policy moves it to the dead-letter queue after maxReceiveCount)");
-        set_visibility(&state, &receipt, state.cfg.source.retry_delay).await;
+        set_visibility(&state, &source, &receipt, source.cfg.retry_delay).await;
     }
     state
         .inflight
@@ -94,7 +102,7 @@ pub(super) async fn message(state: Arc<State>, msg: Message, _permit: OwnedSemap
 }
 
 /// Whether the message is done with (processed, or nothing to process).
-async fn handle(state: &State, id: &str, body: &str) -> bool {
+async fn handle(state: &State, source: &Source, id: &str, body: &str) -> bool {
     let objects = match notification::parse(body) {
         Ok(Notification::Objects(o)) => o,
         Ok(Notification::TestEvent) => {
@@ -118,7 +126,7 @@ async fn handle(state: &State, id: &str, body: &str) -> bool {
     };
     let mut ok = true;
     for obj in objects {
-        if !state.wanted(&obj.key) {
+        if !source.wanted(&obj.key) {
             tracing::debug!(bucket = %obj.bucket, key = %obj.key, "skipped by the include/exclude key filters");
             state.metrics.add(Counter::ObjectsSkipped, 1);
             continue;
@@ -178,9 +186,11 @@ async fn object(state: &State, obj: &ObjectRef) -> Result<(), ObjectError> {
         cancel: cancel.clone(),
     };
     let limits = state.limits;
+    let pending = state.pending.clone();
     let (b2, k2) = (bucket.clone(), key.clone());
-    let reading =
-        tokio::task::spawn_blocking(move || evaluate(reader, limits, &engine, &b2, &k2, &tx));
+    let reading = tokio::task::spawn_blocking(move || {
+        evaluate(reader, limits, &engine, &pending, &b2, &k2, &tx)
+    });
     let delivering = deliver(rx, &state.sinks, &state.metrics, &cancel);
     let (read_result, delivered) = tokio::join!(reading, delivering);
 
@@ -249,11 +259,14 @@ fn evaluate(
     reader: impl Read,
     limits: Limits,
     engine: &Mutex<Engine>,
+    pending: &Mutex<PendingJoin>,
     bucket: &str,
     key: &str,
     tx: &mpsc::Sender<Arc<Alert>>,
 ) -> Evaluated {
     let mut counts = Counts::default();
+    // Batch-delete key lines of this file, by request ID, joined once it is read.
+    let mut keys: HashMap<String, Vec<DeletedKey>> = HashMap::new();
     let mut detections: Vec<Detection> = Vec::new();
     let mut shown = 0u32;
     engine
@@ -276,6 +289,9 @@ fn evaluate(
                     .unwrap_or(t);
                 counts.lag.add((now - t) as f64 / 1000.0);
             }
+            if let Some(k) = DeletedKey::from_event(&event) {
+                keys.entry(k.request_id.clone()).or_default().push(k);
+            }
             detections.clear();
             let mut eng = engine.lock().unwrap_or_else(|e| e.into_inner());
             eng.evaluate(&event, &mut detections);
@@ -296,7 +312,17 @@ fn evaluate(
                 })
                 .collect();
             drop(eng);
-            for a in alerts {
+            let mut follow_ups = Vec::new();
+            if let Some(request) = crate::join::delete_objects_request(&event) {
+                let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                for a in &alerts {
+                    follow_ups.extend(p.on_alert(request, (**a).clone(), now_ms()));
+                }
+            }
+            for a in alerts
+                .into_iter()
+                .chain(follow_ups.into_iter().map(Arc::new))
+            {
                 counts.alerts += 1;
                 // A closed channel means delivery failed: the read is being cancelled.
                 let _ = tx.blocking_send(a);
@@ -307,6 +333,18 @@ fn evaluate(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take_match_counts();
+    if result.is_ok() && !keys.is_empty() {
+        let follow_ups: Vec<Alert> = {
+            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            keys.into_iter()
+                .flat_map(|(req, k)| p.on_keys(&req, k, now_ms()))
+                .collect()
+        };
+        for a in follow_ups {
+            counts.alerts += 1;
+            let _ = tx.blocking_send(Arc::new(a));
+        }
+    }
     Evaluated { result, counts }
 }
 
@@ -330,6 +368,10 @@ async fn deliver(
             }
         }
         for a in &batch {
+            if a.deleted_keys.is_some() {
+                metrics.add(Counter::JoinFollowUps, 1);
+                continue;
+            }
             metrics.add_dim(Counter::Alerts, "RuleId", &a.rule_id, 1);
             metrics.add_dim(Counter::Alerts, "Severity", a.severity.as_str(), 1);
             metrics.add(Counter::Alerts, 1);
@@ -357,22 +399,30 @@ impl<R: Read> Read for Cancellable<R> {
     }
 }
 
+/// Wall-clock milliseconds since the Unix epoch.
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Keeps a message invisible while its files are processed: renews the visibility
 /// timeout every third of it.
-async fn heartbeat(state: Arc<State>, receipt: String) {
-    let vt = state.cfg.source.visibility_timeout;
+async fn heartbeat(state: Arc<State>, source: Arc<Source>, receipt: String) {
+    let vt = source.cfg.visibility_timeout;
     let every = (vt / 3).max(Duration::from_secs(1));
     loop {
         tokio::time::sleep(every).await;
-        set_visibility(&state, &receipt, vt).await;
+        set_visibility(&state, &source, &receipt, vt).await;
     }
 }
 
-pub(super) async fn set_visibility(state: &State, receipt: &str, to: Duration) {
+pub(super) async fn set_visibility(state: &State, source: &Source, receipt: &str, to: Duration) {
     let r = state
         .sqs
         .change_message_visibility()
-        .queue_url(&state.cfg.source.queue_url)
+        .queue_url(&source.cfg.queue_url)
         .receipt_handle(receipt)
         .visibility_timeout(to.as_secs() as i32)
         .send()
@@ -383,12 +433,12 @@ pub(super) async fn set_visibility(state: &State, receipt: &str, to: Duration) {
     }
 }
 
-async fn delete(state: &State, id: &str, receipt: &str) {
+async fn delete(state: &State, source: &Source, id: &str, receipt: &str) {
     for attempt in 1..=3 {
         let r = state
             .sqs
             .delete_message()
-            .queue_url(&state.cfg.source.queue_url)
+            .queue_url(&source.cfg.queue_url)
             .receipt_handle(receipt)
             .send()
             .await;
