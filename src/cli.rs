@@ -89,6 +89,14 @@ pub enum RulesCommand {
         /// Print only failures and the totals.
         #[arg(long, short)]
         quiet: bool,
+        /// Print a conformance report of ported rules (by `origin.id`) instead: per
+        /// upstream rule, ported or not (from `_not_ported.toml`) and tests passing.
+        #[arg(long)]
+        report: bool,
+        /// With --report: the upstream project's test files (`<RuleID>.json`), so the
+        /// totals count every upstream rule and test.
+        #[arg(long, value_name = "DIR", requires = "report")]
+        upstream: Option<PathBuf>,
     },
 }
 
@@ -160,7 +168,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scan(args) => scan_cmd(args),
         Command::Rules { command } => match command {
             RulesCommand::Check { dir, path } => rules_check(&dir.resolve(path)),
-            RulesCommand::Test { dir, path, quiet } => rules_test(&dir.resolve(path), quiet),
+            RulesCommand::Test {
+                dir,
+                path,
+                quiet,
+                report,
+                upstream,
+            } => {
+                if report {
+                    rules_report(&dir.resolve(path), upstream.as_deref())
+                } else {
+                    rules_test(&dir.resolve(path), quiet)
+                }
+            }
         },
     }
 }
@@ -244,6 +264,24 @@ fn rules_test(dir: &std::path::Path, quiet: bool) -> anyhow::Result<ExitCode> {
     } else {
         EXIT_OK
     }))
+}
+
+fn rules_report(dir: &std::path::Path, upstream: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let set = match load_rules(dir, Strictness::Run) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let outcomes = testing::run_all(&set.rules);
+    let not_ported = crate::rules::report::NotPorted::load(dir)?;
+    let up = upstream.map(crate::rules::report::upstream).transpose()?;
+    let (text, totals) = crate::rules::report::render(&set.rules, &outcomes, &not_ported, up.as_ref());
+    print!("{text}");
+    let failed = outcomes.iter().any(|o| !o.passed());
+    for o in outcomes.iter().filter(|o| !o.passed()) {
+        eprintln!("FAIL  {}: {}: expected {}, got {}", o.rule_id, o.test, o.expected, o.got);
+    }
+    let _ = totals;
+    Ok(ExitCode::from(if failed { EXIT_FINDINGS } else { EXIT_OK }))
 }
 
 fn scan_cmd(args: ScanArgs) -> anyhow::Result<ExitCode> {

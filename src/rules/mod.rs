@@ -11,6 +11,7 @@
 
 pub mod condition;
 pub mod matcher;
+pub mod report;
 pub mod syntax;
 pub mod testing;
 pub mod threshold;
@@ -360,7 +361,8 @@ pub fn today() -> (i32, u8, u8) {
     (now.year(), now.month() as u8, now.day())
 }
 
-/// `*.toml` files under `path`, sorted; `path` itself when it is a file.
+/// `*.toml` files under `path` (except those named `_*`), sorted; `path` itself
+/// when it is a file.
 pub fn rule_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     let meta = std::fs::metadata(path)?;
     if meta.is_file() {
@@ -373,7 +375,10 @@ pub fn rule_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
             let p = entry?.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "toml") {
+            } else if p.extension().is_some_and(|x| x == "toml")
+                && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('_'))
+            {
+                // Files whose name starts with `_` hold data for tools, not rules.
                 out.push(p);
             }
         }
