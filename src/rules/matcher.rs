@@ -69,6 +69,14 @@ pub enum Op {
         any: Vec<String>,
         ci: bool,
     },
+    /// `eq`/`in`/`prefix`/`suffix`/`contains` with `expand = true`: operands are
+    /// templates whose `{field}` placeholders take the event's values; an operand
+    /// whose field is absent does not hold.
+    Expand {
+        kind: ExpandKind,
+        any: Vec<crate::rules::Template>,
+        ci: bool,
+    },
     /// `regex` and `glob` (globs are translated to anchored regexes).
     Regex {
         any: Vec<Regex>,
@@ -82,6 +90,15 @@ pub enum Op {
     },
 }
 
+/// The string operators `expand` applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpandKind {
+    Eq,
+    Prefix,
+    Suffix,
+    Contains,
+}
+
 /// What a field must satisfy.
 #[derive(Debug, Clone)]
 pub enum FieldTest {
@@ -91,6 +108,9 @@ pub enum FieldTest {
         ops: Vec<Op>,
         exists: Option<bool>,
         not: Option<Box<FieldTest>>,
+        /// `extract`: the table tests the first capture group of this regex in
+        /// each value instead of the value (values it does not match fail).
+        extract: Option<Regex>,
     },
     /// A list mixing scalars and tables: any alternative holds.
     AnyOf(Vec<FieldTest>),
@@ -125,23 +145,59 @@ impl Selection {
 
 impl FieldTest {
     pub fn holds(&self, e: &Event, field: &FieldRef) -> bool {
+        self.holds_in(e, &mut |f| e.any_value(field, &mut |v| f(v)))
+    }
+
+    /// Evaluates against the values `each` yields (it calls its argument on each
+    /// value until that returns true, and says whether it did).
+    fn holds_in(&self, e: &Event, each: &mut dyn FnMut(&mut dyn FnMut(Val<'_>) -> bool) -> bool) -> bool {
         match self {
-            FieldTest::AnyOf(alts) => alts.iter().any(|t| t.holds(e, field)),
-            FieldTest::Table { ops, exists, not } => {
-                if let Some(want) = exists {
-                    if e.exists(field) != *want {
-                        return false;
-                    }
-                }
-                if let Some(inner) = not {
-                    if inner.holds(e, field) {
-                        return false;
-                    }
-                }
-                ops.is_empty() || e.any_value(field, &mut |v| ops.iter().all(|op| op.holds(v)))
+            FieldTest::AnyOf(alts) => alts.iter().any(|t| t.holds_in(e, each)),
+            FieldTest::Table {
+                ops,
+                exists,
+                not,
+                extract: Some(re),
+            } => {
+                let mut extracted = |f: &mut dyn FnMut(Val<'_>) -> bool| {
+                    each(&mut |v: Val<'_>| {
+                        let Some(t) = v.text() else { return false };
+                        match re.captures(&t).and_then(|c| c.get(1)) {
+                            Some(m) => f(Val::Str(m.as_str())),
+                            None => false,
+                        }
+                    })
+                };
+                table(e, &mut extracted, ops, *exists, not.as_deref())
             }
+            FieldTest::Table {
+                ops,
+                exists,
+                not,
+                extract: None,
+            } => table(e, each, ops, *exists, not.as_deref()),
         }
     }
+}
+
+fn table(
+    e: &Event,
+    each: &mut dyn FnMut(&mut dyn FnMut(Val<'_>) -> bool) -> bool,
+    ops: &[Op],
+    exists: Option<bool>,
+    not: Option<&FieldTest>,
+) -> bool {
+    if let Some(want) = exists {
+        if each(&mut |_| true) != want {
+            return false;
+        }
+    }
+    if let Some(inner) = not {
+        if inner.holds_in(e, each) {
+            return false;
+        }
+    }
+    ops.is_empty() || each(&mut |v| ops.iter().all(|op| op.holds(v, e)))
 }
 
 fn lower_if(ci: bool, s: &str) -> std::borrow::Cow<'_, str> {
@@ -155,8 +211,20 @@ fn lower_if(ci: bool, s: &str) -> std::borrow::Cow<'_, str> {
 impl Op {
     /// Whether one value satisfies the operator. Patterns of `ci` operators were
     /// lower-cased at compile time; the value is lower-cased here.
-    pub fn holds(&self, v: Val<'_>) -> bool {
+    pub fn holds(&self, v: Val<'_>, e: &Event) -> bool {
         match self {
+            Op::Expand { kind, any, ci } => v.text().is_some_and(|t| {
+                let t = lower_if(*ci, &t);
+                any.iter().filter_map(|tpl| tpl.render_all(e)).any(|want| {
+                    let want = lower_if(*ci, &want);
+                    match kind {
+                        ExpandKind::Eq => t == want,
+                        ExpandKind::Prefix => t.starts_with(want.as_ref()),
+                        ExpandKind::Suffix => t.ends_with(want.as_ref()),
+                        ExpandKind::Contains => t.contains(want.as_ref()),
+                    }
+                })
+            }),
             Op::Eq { any, ci } => any.iter().any(|s| scalar_eq(s, v, *ci)),
             Op::Prefix { any, ci } => v.text().is_some_and(|t| {
                 any.iter()
@@ -247,6 +315,7 @@ mod tests {
             ops,
             exists: None,
             not: None,
+            extract: None,
         }
     }
 
@@ -449,6 +518,7 @@ mod tests {
             ops: vec![],
             exists: Some(b),
             not: None,
+            extract: None,
         };
         assert!(holds("nope", &exists(false)));
         assert!(!holds("nope", &exists(true)));
@@ -461,6 +531,7 @@ mod tests {
             ops: vec![],
             exists: None,
             not: Some(Box::new(table(vec![prefix]))),
+            extract: None,
         };
         assert!(holds("nope", &not));
         assert!(!holds("eventName", &not));
@@ -479,6 +550,7 @@ mod tests {
             ops: vec![],
             exists: None,
             not: Some(Box::new(suffix("/q1.csv"))),
+            extract: None,
         };
         assert!(
             !holds("resources.ARN", &not_q1),

@@ -92,7 +92,8 @@ pub struct Template {
 #[derive(Debug, Clone)]
 enum TemplatePart {
     Lit(String),
-    Field(FieldRef),
+    /// Alternatives: the first present one is used.
+    Field(Vec<FieldRef>),
 }
 
 impl Template {
@@ -122,8 +123,11 @@ impl Template {
                     "unclosed `{` in title; write `{{` for a literal brace".into(),
                 ));
             };
-            let path = rest[open + 1..open + close].trim();
-            let field = FieldRef::parse(path).map_err(|m| (base + open, m))?;
+            // `{a|b}`: the first of the fields that is present.
+            let field = rest[open + 1..open + close]
+                .split('|')
+                .map(|p| FieldRef::parse(p.trim()).map_err(|m| (base + open, m)))
+                .collect::<Result<Vec<_>, _>>()?;
             if !lit.is_empty() {
                 parts.push(TemplatePart::Lit(std::mem::take(&mut lit)));
             }
@@ -138,13 +142,25 @@ impl Template {
         Ok(Template { parts })
     }
 
+    /// Renders for one event, or `None` when a placeholder's field is absent.
+    pub fn render_all(&self, e: &Event) -> Option<String> {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                TemplatePart::Lit(s) => out.push_str(s),
+                TemplatePart::Field(f) => out.push_str(&first_of(e, f)?.display()),
+            }
+        }
+        Some(out)
+    }
+
     /// Renders for one event; absent fields show as `-`.
     pub fn render(&self, e: &Event) -> String {
         let mut out = String::new();
         for p in &self.parts {
             match p {
                 TemplatePart::Lit(s) => out.push_str(s),
-                TemplatePart::Field(f) => match e.first_value(f) {
+                TemplatePart::Field(f) => match first_of(e, f) {
                     Some(v) => out.push_str(&v.display()),
                     None => out.push('-'),
                 },
@@ -152,6 +168,10 @@ impl Template {
         }
         out
     }
+}
+
+fn first_of<'e>(e: &'e Event, alternatives: &[FieldRef]) -> Option<crate::record::Val<'e>> {
+    alternatives.iter().find_map(|f| e.first_value(f))
 }
 
 /// An exception: an event matching it never alerts.
@@ -394,9 +414,9 @@ mod tests {
 
     #[test]
     fn templates_render_fields_and_dashes() {
-        let t = Template::parse("{actor.name} did {eventName} on {s3.key} {{x}}").unwrap();
+        let t = Template::parse("{actor.name} did {eventName} on {s3.key} {{x}} {requestParameters.userName | actor.name}").unwrap();
         let e = Event::from_value(json!({"eventName": "GetObject", "userIdentity": {"type": "IAMUser", "userName": "al"}})).unwrap();
-        assert_eq!(t.render(&e), "al did GetObject on - {x}");
+        assert_eq!(t.render(&e), "al did GetObject on - {x} al");
     }
 
     #[test]

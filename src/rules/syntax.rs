@@ -15,7 +15,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::condition;
-use super::matcher::{CmpOp, FieldCond, FieldTest, Op, Scalar, Selection, glob_to_regex};
+use super::matcher::{CmpOp, ExpandKind, FieldCond, FieldTest, Op, Scalar, Selection, glob_to_regex};
 use super::{
     Diagnostic, Diagnostics, Exclude, Origin, Rule, RuleSet, RuleTest, Severity, Strictness,
     Suppress, Template, Threshold,
@@ -47,9 +47,9 @@ const TOP_KEYS: [&str; 18] = [
     "author",
 ];
 
-const OPERATORS: [&str; 15] = [
+const OPERATORS: [&str; 17] = [
     "eq", "in", "prefix", "suffix", "contains", "glob", "regex", "cidr", "gt", "gte", "lt", "lte",
-    "exists", "not", "ci",
+    "exists", "not", "ci", "expand", "extract",
 ];
 
 /// Collects rules and problems across files.
@@ -440,6 +440,7 @@ impl<'a> FileCx<'a> {
                     ops: vec![eq_op(self.scalars(v, "eq")?, inherited_ci)],
                     exists: None,
                     not: None,
+                    extract: None,
                 })
             }
             DeValue::Array(items) => {
@@ -453,6 +454,7 @@ impl<'a> FileCx<'a> {
                 ops: vec![eq_op(vec![self.scalar(v, "eq")?], inherited_ci)],
                 exists: None,
                 not: None,
+                extract: None,
             }),
         }
     }
@@ -475,6 +477,28 @@ impl<'a> FileCx<'a> {
             None => inherited_ci,
         };
         let lower = |s: String| if ci { s.to_lowercase() } else { s };
+        let expand = match key_of(t, "expand") {
+            Some((_, v)) => self.bool(v, "expand")?,
+            None => false,
+        };
+        let extract = match key_of(t, "extract") {
+            None => None,
+            Some((_, v)) => {
+                let pat = self.string(v, "extract")?;
+                match Regex::new(&pat) {
+                    Ok(r) if r.captures_len() == 2 => Some(r),
+                    Ok(_) => {
+                        self.err(v.span(), format!("`extract` needs a regex with exactly one capture group, such as '^arn:aws:kms:[^:]*:([^:]*):'; `{pat}` has {}", r_groups(&pat)));
+                        return None;
+                    }
+                    Err(e) => {
+                        let msg = e.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+                        self.err(v.span(), format!("invalid extract regex `{pat}`: {msg}"));
+                        return None;
+                    }
+                }
+            }
+        };
         let mut ops = Vec::new();
         let mut exists = None;
         let mut not = None;
@@ -482,7 +506,30 @@ impl<'a> FileCx<'a> {
         for (k, v) in t.iter() {
             let name = k.get_ref().as_ref();
             let op = match name {
-                "ci" => continue,
+                "ci" | "expand" | "extract" => continue,
+                "eq" | "in" | "prefix" | "suffix" | "contains" if expand => self.strings(v, name).and_then(|l| {
+                    let kind = match name {
+                        "eq" | "in" => ExpandKind::Eq,
+                        "prefix" => ExpandKind::Prefix,
+                        "suffix" => ExpandKind::Suffix,
+                        _ => ExpandKind::Contains,
+                    };
+                    let mut any = Vec::new();
+                    for (text, span) in l {
+                        match crate::rules::Template::parse(&text) {
+                            Ok(t) => any.push(t),
+                            Err((_, msg)) => {
+                                self.err(span, format!("`{name}` with expand: {msg}"));
+                                return None;
+                            }
+                        }
+                    }
+                    Some(Op::Expand { kind, any, ci })
+                }),
+                "glob" | "regex" | "cidr" | "gt" | "gte" | "lt" | "lte" if expand => {
+                    self.err(k.span(), format!("`expand` applies to eq, in, prefix, suffix and contains, not to `{name}`; put `{name}` in a table without expand"));
+                    None
+                }
                 "eq" | "in" => self.scalars(v, name).map(|any| eq_op(any, ci)),
                 "prefix" | "suffix" | "contains" => self.strings(v, name).map(|l| {
                     let any: Vec<String> = l.into_iter().map(|(s, _)| lower(s)).collect();
@@ -568,11 +615,16 @@ impl<'a> FileCx<'a> {
         if ops.is_empty() && exists.is_none() && not.is_none() && ok {
             self.err(
                 span,
-                "`ci` alone tests nothing; add an operator such as `eq`",
+                "`ci`, `expand` or `extract` alone test nothing; add an operator such as `eq`",
             );
             return None;
         }
-        ok.then_some(FieldTest::Table { ops, exists, not })
+        ok.then_some(FieldTest::Table {
+            ops,
+            exists,
+            not,
+            extract,
+        })
     }
 
     /// A selection: every key is a field path, every value what it must satisfy.
@@ -1164,6 +1216,14 @@ impl<'a> FileCx<'a> {
     }
 }
 
+/// How many capture groups a pattern has, for the `extract` error message.
+fn r_groups(pat: &str) -> String {
+    match Regex::new(pat) {
+        Ok(r) => format!("{} capture groups", r.captures_len() - 1),
+        Err(_) => "an error".into(),
+    }
+}
+
 /// `eq`/`in`: string literals are lower-cased for case-insensitive matching.
 fn eq_op(any: Vec<Scalar>, ci: bool) -> Op {
     let any = any
@@ -1283,6 +1343,12 @@ mod tests {
             (r#"readOnly = "false""#, true),
             (r#"eventName = ["Nope", { prefix = "PutBucket" }]"#, true),
             (r#""s3.bucket" = "Prod-Data""#, true),
+            (r#""requestParameters.bucketName" = { eq = "{s3.bucket}", expand = true }"#, true),
+            (r#""requestParameters.bucketName" = { not = { eq = "{nosuchfield}", expand = true } }"#, true),
+            (r#"userAgent = { prefix = "{requestParameters.bucketName}", expand = true }"#, false),
+            (r#"userAgent = { extract = '^Boto3/([0-9]+)\.', eq = "1" }"#, true),
+            (r#"userAgent = { extract = '^Boto3/([0-9]+)\.', gt = 1 }"#, false),
+            (r#"eventName = { extract = '^(Get)', exists = true }"#, false),
             (
                 r#"userAgent = { ci = true, not = { prefix = "BOTO3" } }"#,
                 false,
@@ -1339,10 +1405,10 @@ reason = "backup job"
             ("[match]\n", "selection `match` has no field conditions"),
             ("[match]\neventName = []\n", "an empty list matches nothing"),
             ("[match]\neventName = {}\n", "empty operator table"),
-            (
-                "[match]\neventName = { ci = true }\n",
-                "`ci` alone tests nothing",
-            ),
+            ("[match]\neventName = { ci = true }\n", "alone test nothing"),
+            ("[match]\na = { extract = \"x\", eq = \"y\" }\n", "exactly one capture group"),
+            ("[match]\na = { expand = true, regex = \"{b}\" }\n", "`expand` applies to eq, in, prefix, suffix and contains"),
+            ("[match]\na = { expand = true, eq = \"{actor.nope}\" }\n", "unknown field `actor.nope`"),
             (
                 "[match]\neventName = { gt = true }\n",
                 "compares numbers or strings, not booleans",
