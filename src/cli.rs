@@ -266,7 +266,10 @@ fn rules_test(dir: &std::path::Path, quiet: bool) -> anyhow::Result<ExitCode> {
     }))
 }
 
-fn rules_report(dir: &std::path::Path, upstream: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+fn rules_report(
+    dir: &std::path::Path,
+    upstream: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
     let set = match load_rules(dir, Strictness::Run) {
         Ok(s) => s,
         Err(code) => return Ok(code),
@@ -274,11 +277,15 @@ fn rules_report(dir: &std::path::Path, upstream: Option<&std::path::Path>) -> an
     let outcomes = testing::run_all(&set.rules);
     let not_ported = crate::rules::report::NotPorted::load(dir)?;
     let up = upstream.map(crate::rules::report::upstream).transpose()?;
-    let (text, totals) = crate::rules::report::render(&set.rules, &outcomes, &not_ported, up.as_ref());
+    let (text, totals) =
+        crate::rules::report::render(&set.rules, &outcomes, &not_ported, up.as_ref());
     print!("{text}");
     let failed = outcomes.iter().any(|o| !o.passed());
     for o in outcomes.iter().filter(|o| !o.passed()) {
-        eprintln!("FAIL  {}: {}: expected {}, got {}", o.rule_id, o.test, o.expected, o.got);
+        eprintln!(
+            "FAIL  {}: {}: expected {}, got {}",
+            o.rule_id, o.test, o.expected, o.got
+        );
     }
     let _ = totals;
     Ok(ExitCode::from(if failed { EXIT_FINDINGS } else { EXIT_OK }))

@@ -150,7 +150,11 @@ impl FieldTest {
 
     /// Evaluates against the values `each` yields (it calls its argument on each
     /// value until that returns true, and says whether it did).
-    fn holds_in(&self, e: &Event, each: &mut dyn FnMut(&mut dyn FnMut(Val<'_>) -> bool) -> bool) -> bool {
+    fn holds_in(
+        &self,
+        e: &Event,
+        each: &mut dyn FnMut(&mut dyn FnMut(Val<'_>) -> bool) -> bool,
+    ) -> bool {
         match self {
             FieldTest::AnyOf(alts) => alts.iter().any(|t| t.holds_in(e, each)),
             FieldTest::Table {

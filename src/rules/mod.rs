@@ -113,14 +113,14 @@ impl Template {
             if rest.as_bytes()[open] == b'}' {
                 return Err((
                     base + open,
-                    "unmatched `}` in title; write `}}` for a literal brace".into(),
+                    "unmatched `}`; write `}}` for a literal brace".into(),
                 ));
             }
             lit.push_str(&rest[..open]);
             let Some(close) = rest[open..].find('}') else {
                 return Err((
                     base + open,
-                    "unclosed `{` in title; write `{{` for a literal brace".into(),
+                    "unclosed `{`; write `{{` for a literal brace".into(),
                 ));
             };
             // `{a|b}`: the first of the fields that is present.
@@ -396,7 +396,9 @@ pub fn rule_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
             if p.is_dir() {
                 stack.push(p);
             } else if p.extension().is_some_and(|x| x == "toml")
-                && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('_'))
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('_'))
             {
                 // Files whose name starts with `_` hold data for tools, not rules.
                 out.push(p);

@@ -121,16 +121,30 @@ pub fn render(
             t.ported += 1;
             t.passing += pass;
             t.tests += upstream_tests.unwrap_or(*total).max(*total);
-            let _ = writeln!(out, "ported      {id:<60} {pass}/{total} tests pass  ({rule})");
+            let _ = writeln!(
+                out,
+                "ported      {id:<60} {pass}/{total} tests pass  ({rule})"
+            );
         } else if let Some(np) = not_ported.rules.iter().find(|r| &r.id == id) {
             t.tests += upstream_tests.unwrap_or(0);
-            let needs = np.needs.as_deref().map(|n| format!("[{n}] ")).unwrap_or_default();
+            let needs = np
+                .needs
+                .as_deref()
+                .map(|n| format!("[{n}] "))
+                .unwrap_or_default();
             let _ = writeln!(out, "not ported  {id:<60} {needs}{}", np.reason);
         } else {
             t.tests += upstream_tests.unwrap_or(0);
-            let _ = writeln!(out, "missing     {id:<60} neither ported nor listed in _not_ported.toml");
+            let _ = writeln!(
+                out,
+                "missing     {id:<60} neither ported nor listed in _not_ported.toml"
+            );
         }
     }
-    let _ = writeln!(out, "rules ported {}/{}, tests passing {}/{}", t.ported, t.rules, t.passing, t.tests);
+    let _ = writeln!(
+        out,
+        "rules ported {}/{}, tests passing {}/{}",
+        t.ported, t.rules, t.passing, t.tests
+    );
     (out, t)
 }

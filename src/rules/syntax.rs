@@ -15,7 +15,9 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::condition;
-use super::matcher::{CmpOp, ExpandKind, FieldCond, FieldTest, Op, Scalar, Selection, glob_to_regex};
+use super::matcher::{
+    CmpOp, ExpandKind, FieldCond, FieldTest, Op, Scalar, Selection, glob_to_regex,
+};
 use super::{
     Diagnostic, Diagnostics, Exclude, Origin, Rule, RuleSet, RuleTest, Severity, Strictness,
     Suppress, Template, Threshold,
@@ -83,6 +85,7 @@ impl Loader {
             warnings: Vec::new(),
             strictness: self.strictness,
             today: self.today,
+            inherited_expand: false,
         };
         let rule = cx.rule();
         let FileCx {
@@ -159,6 +162,8 @@ struct FileCx<'a> {
     warnings: Vec<Diagnostic>,
     strictness: Strictness,
     today: (i32, u8, u8),
+    /// `expand = true` of an enclosing table, for a nested `not`.
+    inherited_expand: bool,
 }
 
 fn key_of<'t>(
@@ -419,9 +424,58 @@ impl<'a> FileCx<'a> {
         self.field_test_ci(v, false)
     }
 
+    /// A nested `not`: `ci` and `expand` of the enclosing table carry over.
+    fn nested_not(&mut self, v: &SValue<'_>, ci: bool, expand: bool) -> Option<FieldTest> {
+        let saved = std::mem::replace(&mut self.inherited_expand, expand);
+        let t = self.field_test_ci(v, ci);
+        self.inherited_expand = saved;
+        t
+    }
+
+    /// An `expand = true` string operator: its operands become templates.
+    fn expand_op(&mut self, name: &str, list: Vec<(String, Range<usize>)>, ci: bool) -> Option<Op> {
+        let kind = match name {
+            "eq" | "in" => ExpandKind::Eq,
+            "prefix" => ExpandKind::Prefix,
+            "suffix" => ExpandKind::Suffix,
+            _ => ExpandKind::Contains,
+        };
+        let mut any = Vec::new();
+        for (text, span) in list {
+            match crate::rules::Template::parse(&text) {
+                Ok(t) => any.push(t),
+                Err((_, msg)) => {
+                    self.err(span, format!("`{name}` with expand: {msg}"));
+                    return None;
+                }
+            }
+        }
+        Some(Op::Expand { kind, any, ci })
+    }
+
     /// As [`Self::field_test`], with `ci` inherited from an enclosing table (a `not`
     /// inside a `ci = true` table is case-insensitive too).
     fn field_test_ci(&mut self, v: &SValue<'_>, inherited_ci: bool) -> Option<FieldTest> {
+        let scalar_list = !matches!(v.get_ref(), DeValue::Table(_))
+            && match v.get_ref() {
+                DeValue::Array(items) => items
+                    .iter()
+                    .all(|i| matches!(i.get_ref(), DeValue::String(_))),
+                DeValue::String(_) => true,
+                _ => false,
+            };
+        if self.inherited_expand && scalar_list {
+            // `not = "{field}"` inside an `expand = true` table.
+            let op = self
+                .strings(v, "eq")
+                .and_then(|l| self.expand_op("eq", l, inherited_ci))?;
+            return Some(FieldTest::Table {
+                ops: vec![op],
+                exists: None,
+                not: None,
+                extract: None,
+            });
+        }
         match v.get_ref() {
             DeValue::Table(t) => self.op_table(t, v.span(), inherited_ci),
             DeValue::Array(items) if items.is_empty() => {
@@ -479,20 +533,41 @@ impl<'a> FileCx<'a> {
         let lower = |s: String| if ci { s.to_lowercase() } else { s };
         let expand = match key_of(t, "expand") {
             Some((_, v)) => self.bool(v, "expand")?,
-            None => false,
+            None => self.inherited_expand,
         };
+        let expandable = ["eq", "in", "prefix", "suffix", "contains", "not"];
+        if let Some((k, _)) = key_of(t, "expand") {
+            if expand
+                && !t
+                    .iter()
+                    .any(|(k, _)| expandable.contains(&k.get_ref().as_ref()))
+            {
+                self.err(k.span(), "`expand = true` needs an `eq`, `in`, `prefix`, `suffix`, `contains` or `not` in the same table");
+                return None;
+            }
+        }
         let extract = match key_of(t, "extract") {
             None => None,
             Some((_, v)) => {
                 let pat = self.string(v, "extract")?;
-                match Regex::new(&pat) {
+                match Regex::new(&if ci {
+                    format!("(?i){pat}")
+                } else {
+                    pat.clone()
+                }) {
                     Ok(r) if r.captures_len() == 2 => Some(r),
                     Ok(_) => {
                         self.err(v.span(), format!("`extract` needs a regex with exactly one capture group, such as '^arn:aws:kms:[^:]*:([^:]*):'; `{pat}` has {}", r_groups(&pat)));
                         return None;
                     }
                     Err(e) => {
-                        let msg = e.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+                        let msg = e
+                            .to_string()
+                            .lines()
+                            .map(str::trim)
+                            .filter(|l| !l.is_empty())
+                            .collect::<Vec<_>>()
+                            .join(" ");
                         self.err(v.span(), format!("invalid extract regex `{pat}`: {msg}"));
                         return None;
                     }
@@ -507,25 +582,9 @@ impl<'a> FileCx<'a> {
             let name = k.get_ref().as_ref();
             let op = match name {
                 "ci" | "expand" | "extract" => continue,
-                "eq" | "in" | "prefix" | "suffix" | "contains" if expand => self.strings(v, name).and_then(|l| {
-                    let kind = match name {
-                        "eq" | "in" => ExpandKind::Eq,
-                        "prefix" => ExpandKind::Prefix,
-                        "suffix" => ExpandKind::Suffix,
-                        _ => ExpandKind::Contains,
-                    };
-                    let mut any = Vec::new();
-                    for (text, span) in l {
-                        match crate::rules::Template::parse(&text) {
-                            Ok(t) => any.push(t),
-                            Err((_, msg)) => {
-                                self.err(span, format!("`{name}` with expand: {msg}"));
-                                return None;
-                            }
-                        }
-                    }
-                    Some(Op::Expand { kind, any, ci })
-                }),
+                "eq" | "in" | "prefix" | "suffix" | "contains" if expand => {
+                    self.strings(v, name).and_then(|l| self.expand_op(name, l, ci))
+                }
                 "glob" | "regex" | "cidr" | "gt" | "gte" | "lt" | "lte" if expand => {
                     self.err(k.span(), format!("`expand` applies to eq, in, prefix, suffix and contains, not to `{name}`; put `{name}` in a table without expand"));
                     None
@@ -595,7 +654,7 @@ impl<'a> FileCx<'a> {
                     continue;
                 }
                 "not" => {
-                    not = self.field_test_ci(v, ci).map(Box::new);
+                    not = self.nested_not(v, ci, expand).map(Box::new);
                     if not.is_none() {
                         ok = false;
                     }
@@ -1343,12 +1402,46 @@ mod tests {
             (r#"readOnly = "false""#, true),
             (r#"eventName = ["Nope", { prefix = "PutBucket" }]"#, true),
             (r#""s3.bucket" = "Prod-Data""#, true),
-            (r#""requestParameters.bucketName" = { eq = "{s3.bucket}", expand = true }"#, true),
-            (r#""requestParameters.bucketName" = { not = { eq = "{nosuchfield}", expand = true } }"#, true),
-            (r#"userAgent = { prefix = "{requestParameters.bucketName}", expand = true }"#, false),
-            (r#"userAgent = { extract = '^Boto3/([0-9]+)\.', eq = "1" }"#, true),
-            (r#"userAgent = { extract = '^Boto3/([0-9]+)\.', gt = 1 }"#, false),
-            (r#"eventName = { extract = '^(Get)', exists = true }"#, false),
+            (
+                r#""requestParameters.bucketName" = { eq = "{s3.bucket}", expand = true }"#,
+                true,
+            ),
+            (
+                r#""requestParameters.bucketName" = { not = { eq = "{nosuchfield}", expand = true } }"#,
+                true,
+            ),
+            (
+                r#"userAgent = { prefix = "{requestParameters.bucketName}", expand = true }"#,
+                false,
+            ),
+            (
+                r#"userAgent = { extract = '^Boto3/([0-9]+)\.', eq = "1" }"#,
+                true,
+            ),
+            (
+                r#"userAgent = { extract = '^Boto3/([0-9]+)\.', gt = 1 }"#,
+                false,
+            ),
+            (
+                r#"eventName = { extract = '^(Get)', exists = true }"#,
+                false,
+            ),
+            (
+                r#""requestParameters.bucketName" = { expand = true, not = { eq = "{s3.bucket}" } }"#,
+                false,
+            ),
+            (
+                r#""requestParameters.bucketName" = { expand = true, not = "{s3.bucket}" }"#,
+                false,
+            ),
+            (
+                r#""requestParameters.bucketName" = { expand = true, not = "{eventName}" }"#,
+                true,
+            ),
+            (
+                r#"userAgent = { extract = '^(BOTO3)/', ci = true, eq = "boto3" }"#,
+                true,
+            ),
             (
                 r#"userAgent = { ci = true, not = { prefix = "BOTO3" } }"#,
                 false,
@@ -1406,9 +1499,22 @@ reason = "backup job"
             ("[match]\neventName = []\n", "an empty list matches nothing"),
             ("[match]\neventName = {}\n", "empty operator table"),
             ("[match]\neventName = { ci = true }\n", "alone test nothing"),
-            ("[match]\na = { extract = \"x\", eq = \"y\" }\n", "exactly one capture group"),
-            ("[match]\na = { expand = true, regex = \"{b}\" }\n", "`expand` applies to eq, in, prefix, suffix and contains"),
-            ("[match]\na = { expand = true, eq = \"{actor.nope}\" }\n", "unknown field `actor.nope`"),
+            (
+                "[match]\na = { extract = \"x\", eq = \"y\" }\n",
+                "exactly one capture group",
+            ),
+            (
+                "[match]\na = { expand = true, eq = \"x\", regex = \"{b}\" }\n",
+                "`expand` applies to eq, in, prefix, suffix and contains",
+            ),
+            (
+                "[match]\na = { expand = true, exists = true }\n",
+                "`expand = true` needs an `eq`",
+            ),
+            (
+                "[match]\na = { expand = true, eq = \"{actor.nope}\" }\n",
+                "unknown field `actor.nope`",
+            ),
             (
                 "[match]\neventName = { gt = true }\n",
                 "compares numbers or strings, not booleans",
