@@ -304,6 +304,7 @@ fn scan_cmd(args: ScanArgs) -> anyhow::Result<ExitCode> {
     let opts = ScanOptions {
         engine: EngineOptions {
             ignore_thresholds: args.ignore_thresholds,
+            ..EngineOptions::default()
         },
         since_ms: args.since,
         until_ms: args.until,

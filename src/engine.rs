@@ -12,6 +12,9 @@ pub struct EngineOptions {
     /// Match conditions only: one detection per matching event, no thresholds and no
     /// suppression (for tuning rules and for tests of match logic).
     pub ignore_thresholds: bool,
+    /// Evaluate every rule on every event instead of using the eventName index (the
+    /// reference behaviour the index is tested against).
+    pub no_index: bool,
 }
 
 /// A rule that fired on an event.
@@ -35,6 +38,8 @@ struct RuleState {
 /// Rules plus their windowed state.
 pub struct Engine {
     rules: Vec<Rule>,
+    /// Which rules can match an event, by its `eventName` (see [`RuleIndex`]).
+    index: RuleIndex,
     state: Vec<RuleState>,
     options: EngineOptions,
     today: (i32, u8, u8),
@@ -51,6 +56,14 @@ impl Engine {
     pub fn from_rules(rules: Vec<Rule>, options: EngineOptions) -> Engine {
         let n = rules.len();
         Engine {
+            index: if options.no_index {
+                RuleIndex {
+                    by_name: Default::default(),
+                    unindexed: (0..rules.len()).collect(),
+                }
+            } else {
+                RuleIndex::new(&rules)
+            },
             rules,
             state: (0..n).map(|_| RuleState::default()).collect(),
             options,
@@ -85,7 +98,38 @@ impl Engine {
 
     /// Evaluates one event, appending what fired to `out`.
     pub fn evaluate(&mut self, e: &Event, out: &mut Vec<Detection>) {
-        for (i, rule) in self.rules.iter().enumerate() {
+        let name = match e.log_type() {
+            crate::record::LogType::Cloudtrail => e.str("eventName"),
+            crate::record::LogType::S3Access => None,
+        };
+        let named = name
+            .and_then(|n| self.index.by_name.get(n))
+            .map_or(&[][..], Vec::as_slice);
+        // Candidates in rule order: rules without an eventName constraint, merged
+        // with the rules this eventName can satisfy.
+        let (mut a, mut b) = (0, 0);
+        let rest = &self.index.unindexed;
+        loop {
+            let i = match (rest.get(a), named.get(b)) {
+                (Some(&x), Some(&y)) if x < y => {
+                    a += 1;
+                    x
+                }
+                (Some(_), Some(&y)) => {
+                    b += 1;
+                    y
+                }
+                (Some(&x), None) => {
+                    a += 1;
+                    x
+                }
+                (None, Some(&y)) => {
+                    b += 1;
+                    y
+                }
+                (None, None) => break,
+            };
+            let rule = &self.rules[i];
             if !rule.matches(e, self.today) {
                 continue;
             }
@@ -129,6 +173,96 @@ impl Engine {
             out.push(Detection { rule: i, hit });
         }
     }
+}
+
+/// Rules indexed by the `eventName` values their condition requires, so that an
+/// event is only evaluated against rules it can satisfy. Purely an optimisation:
+/// a rule whose condition does not pin `eventName` to literal values (case-sensitive
+/// `eq`/`in`) is always evaluated.
+#[derive(Debug, Default)]
+struct RuleIndex {
+    by_name: std::collections::HashMap<String, Vec<usize>>,
+    unindexed: Vec<usize>,
+}
+
+impl RuleIndex {
+    fn new(rules: &[Rule]) -> RuleIndex {
+        let mut idx = RuleIndex::default();
+        for (i, r) in rules.iter().enumerate() {
+            match required_names(r) {
+                Some(names) if r.log_type == crate::record::LogType::Cloudtrail => {
+                    for n in names {
+                        let v = idx.by_name.entry(n).or_default();
+                        if v.last() != Some(&i) {
+                            v.push(i);
+                        }
+                    }
+                }
+                _ => idx.unindexed.push(i),
+            }
+        }
+        idx
+    }
+}
+
+/// The `eventName` values without which `rule` cannot match, if its condition
+/// implies such a set.
+fn required_names(rule: &Rule) -> Option<Vec<String>> {
+    use crate::rules::condition::Cond;
+    fn sel(rule: &Rule, i: usize) -> Option<Vec<String>> {
+        rule.selections[i]
+            .fields
+            .iter()
+            .find_map(|c| literal_names(c))
+    }
+    fn walk(rule: &Rule, c: &Cond) -> Option<Vec<String>> {
+        match c {
+            Cond::Sel(i) => sel(rule, *i),
+            // Any constrained conjunct is a necessary condition.
+            Cond::And(items) => items.iter().find_map(|x| walk(rule, x)),
+            // Every alternative must be constrained; the union is necessary.
+            Cond::Or(items) => {
+                let mut all = Vec::new();
+                for x in items {
+                    all.extend(walk(rule, x)?);
+                }
+                Some(all)
+            }
+            Cond::Not(_) => None,
+        }
+    }
+    walk(rule, &rule.condition)
+}
+
+/// `eventName = "X"` / `["X", "Y"]` / `{ eq = ..., in = ... }` without `ci`,
+/// `not`, `exists = false` or `extract`: the literal names.
+fn literal_names(c: &crate::rules::matcher::FieldCond) -> Option<Vec<String>> {
+    use crate::rules::matcher::{FieldTest, Op, Scalar};
+    if c.field != FieldRef::Raw(vec!["eventName".to_owned()]) {
+        return None;
+    }
+    let FieldTest::Table {
+        ops,
+        exists,
+        extract: None,
+        ..
+    } = &c.test
+    else {
+        return None;
+    };
+    if *exists == Some(false) {
+        return None;
+    }
+    ops.iter().find_map(|op| match op {
+        Op::Eq { any, ci: false } => any
+            .iter()
+            .map(|s| match s {
+                Scalar::Str(x) => Some(x.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    })
 }
 
 /// The values of `fields` for `e` (first value of each; `None` when absent).

@@ -30,6 +30,7 @@ pub fn run_test(rule: &Rule, test: &RuleTest) -> Outcome {
         vec![r],
         EngineOptions {
             ignore_thresholds: test.ignore_thresholds,
+            ..EngineOptions::default()
         },
     );
     let mut got = 0;

@@ -340,8 +340,10 @@ async fn intake(
             }
             continue;
         }
+        // With --until-idle, never poll longer than the idle time left.
         let wait = match (opts.until_idle, idle_since) {
             (Some(limit), Some(since)) => src.wait_time.min(limit.saturating_sub(since.elapsed())),
+            (Some(limit), None) => src.wait_time.min(limit),
             _ => src.wait_time,
         };
         let receive = state
@@ -380,6 +382,12 @@ async fn intake(
             }
         };
         if messages.is_empty() {
+            // Reap tasks that finished during the poll before judging idleness.
+            while let Some(r) = tasks.try_join_next() {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "a message task failed unexpectedly; its message will be redelivered");
+                }
+            }
             if tasks.is_empty() {
                 let since = *idle_since.get_or_insert_with(Instant::now);
                 if let Some(limit) = opts.until_idle {
