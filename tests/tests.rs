@@ -10,6 +10,8 @@ mod rules_cli;
 mod corpus;
 // `trailwatch scan s3://...` against the moto emulator.
 mod s3_scan;
+// Mutated and random inputs against every parser.
+mod robustness;
 // S3 server access logs and the DeleteObjects join.
 mod access_logs;
 // `trailwatch run` against the emulator: intake, delivery guarantees, reloads.

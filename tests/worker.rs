@@ -598,3 +598,102 @@ fn streaming_join_with_access_logs_on_a_second_queue() {
     assert_eq!(bed.metric("JoinFollowUps", None), 1.0);
     assert_eq!(bed.metric("JoinExpired", None), 1.0);
 }
+
+/// `--check-config` validates, prints the effective configuration with secrets
+/// masked, and exits 0; a bad configuration exits 2 with every problem.
+#[test]
+fn check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    write(
+        &cfg,
+        "[source]\nqueue_url = \"https://sqs.us-east-1.amazonaws.com/1/q\"\n[[sink]]\ntype = \"webhook\"\nurl = \"https://hooks.example.com/services/T0/B0/s3cret\"\n",
+    );
+    let (code, out, err) = run(trailwatch()
+        .args(["run", "--check-config", "--config"])
+        .arg(&cfg));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("queue_url = \"https://sqs.us-east-1.amazonaws.com/1/q\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("https://hooks.example.com/***") && !out.contains("s3cret"),
+        "{out}"
+    );
+    assert!(out.contains("# configuration OK;"), "{out}");
+
+    write(&cfg, "[source]\nmax_in_flight = 0\n");
+    let (code, _, err) = run(trailwatch()
+        .args(["run", "--check-config", "--config"])
+        .arg(&cfg));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("source.queue_url is required")
+            && err.contains("max_in_flight must be at least 1"),
+        "{err}"
+    );
+    assert!(err.contains("at least one [[sink]] is required"), "{err}");
+}
+
+/// CloudWatch being down never holds up intake: files are processed and deleted,
+/// and the datapoints that could not be sent are dropped and counted.
+#[test]
+fn cloudwatch_outage_does_not_block_intake() {
+    let bed = Bed::new(3);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = bed.config(&root().join("rules/s3-sso-object-delete.toml"), "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("listen = \"\"", &format!("listen = \"127.0.0.1:{port}\""))
+        .replace(
+            "flush_interval = \"1s\"",
+            "flush_interval = \"1s\"\nmax_pending_flushes = 2",
+        );
+    std::fs::write(&cfg, text).unwrap();
+    for n in 0..3 {
+        bed.put(
+            &format!("AWSLogs/{n}.json.gz"),
+            delete_file(n, &format!("u{n}@example.com")),
+        );
+    }
+    let mut c = trailwatch();
+    bed.moto.apply(&mut c);
+    let log = std::fs::File::create(bed.dir.path().join("worker.log")).unwrap();
+    let mut w = c
+        .env(
+            "AWS_ENDPOINT_URL_CLOUDWATCH",
+            format!("http://127.0.0.1:{dead}"),
+        )
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stderr(std::process::Stdio::from(log))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the files", 60, || {
+        bed.alerts().len() == 3 && bed.depth(&bed.queue) == 0
+    });
+    wait_for("dropped datapoints", 60, || {
+        http_get(port, "/metrics")
+            .lines()
+            .any(|l| l.starts_with("trailwatch_dropped_datapoints_total ") && !l.ends_with(" 0"))
+    });
+    signal(&w, "TERM");
+    assert_eq!(bed.wait_exit(&mut w, 40), 0, "{}", bed.log());
+    assert!(
+        bed.log()
+            .contains("CloudWatch keeps failing; dropping metric datapoints"),
+        "{}",
+        bed.log()
+    );
+}
