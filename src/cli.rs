@@ -147,6 +147,9 @@ pub struct ScanArgs {
     /// Reject (skip) a record larger than this many bytes.
     #[arg(long, value_name = "BYTES", default_value_t = crate::input::records::DEFAULT_MAX_RECORD_BYTES)]
     pub max_record_bytes: usize,
+    /// Reject (skip) a record whose arrays and objects nest deeper than this.
+    #[arg(long, value_name = "LEVELS", default_value_t = crate::input::DEFAULT_MAX_NESTING_DEPTH)]
+    pub max_nesting_depth: u32,
     /// Files, directories, `-` (stdin) or s3://bucket/prefix.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<String>,
@@ -311,6 +314,7 @@ fn scan_cmd(args: ScanArgs) -> anyhow::Result<ExitCode> {
         limits: Limits {
             max_decompressed_bytes: args.max_decompressed_bytes,
             max_record_bytes: args.max_record_bytes,
+            max_nesting_depth: args.max_nesting_depth,
         },
         progress: true,
     };

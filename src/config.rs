@@ -237,6 +237,7 @@ impl Default for HealthConfig {
 pub struct LimitsConfig {
     pub max_decompressed_bytes: u64,
     pub max_record_bytes: usize,
+    pub max_nesting_depth: u32,
 }
 
 impl Default for LimitsConfig {
@@ -245,6 +246,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_decompressed_bytes: l.max_decompressed_bytes,
             max_record_bytes: l.max_record_bytes,
+            max_nesting_depth: l.max_nesting_depth,
         }
     }
 }

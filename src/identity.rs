@@ -129,8 +129,8 @@ pub fn permission_set(role: &str) -> Option<&str> {
 
 /// The user name of an `IdentityCenterUser` call, which AWS places in
 /// `additionalEventData` (the key's capitalisation has varied).
-fn identity_center_user_name(record: &Value) -> Option<&str> {
-    let extra = record.get("additionalEventData")?.as_object()?;
+fn identity_center_user_name<'a>(top: &dyn Fn(&str) -> Option<&'a Value>) -> Option<&'a str> {
+    let extra = top("additionalEventData")?.as_object()?;
     extra
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("userName"))
@@ -141,8 +141,13 @@ fn identity_center_user_name(record: &Value) -> Option<&str> {
 /// Normalises the principal of one CloudTrail record. Never fails: what cannot be
 /// determined stays `None`, and an unrecognised `type` is `unknown`.
 pub fn actor(record: &Value) -> Actor {
-    let null = Value::Null;
-    let ui = record.get("userIdentity").unwrap_or(&null);
+    actor_with(&|k| record.get(k))
+}
+
+/// [`actor`] over a record's top-level fields, however they are stored.
+pub fn actor_with<'a>(top: &dyn Fn(&str) -> Option<&'a Value>) -> Actor {
+    static NULL: Value = Value::Null;
+    let ui = top("userIdentity").unwrap_or(&NULL);
     let ty = s(ui, &["type"]);
     let arn = s(ui, &["arn"]).map(str::to_owned);
     let principal_id = s(ui, &["principalId"]).map(str::to_owned);
@@ -150,19 +155,13 @@ pub fn actor(record: &Value) -> Actor {
         .or_else(|| arn.as_deref().and_then(arn_account))
         .map(str::to_owned);
     let user_name = s(ui, &["userName"]);
-    let via_console = flag(record.get("sessionCredentialFromConsole"));
+    let via_console = flag(top("sessionCredentialFromConsole"));
     let mfa = flag(
         ui.get("sessionContext")
             .and_then(|c| c.get("attributes"))
             .and_then(|a| a.get("mfaAuthenticated")),
     )
-    .or_else(|| {
-        flag(
-            record
-                .get("additionalEventData")
-                .and_then(|a| a.get("MFAUsed")),
-        )
-    });
+    .or_else(|| flag(top("additionalEventData").and_then(|a| a.get("MFAUsed"))));
 
     let mut a = Actor {
         kind: ActorKind::Unknown,
@@ -226,14 +225,16 @@ pub fn actor(record: &Value) -> Actor {
         Some("IdentityCenterUser") => {
             a.kind = ActorKind::IdentityCenterUser;
             a.user_id = s(ui, &["onBehalfOf", "userId"]).map(str::to_owned);
-            a.name = identity_center_user_name(record)
+            a.name = identity_center_user_name(top)
                 .map(str::to_owned)
                 .or_else(|| a.user_id.clone());
         }
         Some("AWSService") => {
             a.kind = ActorKind::AwsService;
             a.name = s(ui, &["invokedBy"])
-                .or(s(record, &["sourceIPAddress"]))
+                .or(top("sourceIPAddress")
+                    .and_then(Value::as_str)
+                    .filter(|x| !x.is_empty()))
                 .map(str::to_owned);
         }
         Some("FederatedUser") | Some("SAMLUser") => {

@@ -2,6 +2,7 @@
 //! dotted path) plus the normalised `actor.*`, `s3.*` and `event.*` fields.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -167,6 +168,10 @@ pub enum RecordError {
     TooLarge(u64),
     #[error("malformed S3 access log line: {0}")]
     AccessLog(String),
+    #[error(
+        "record nests {0} levels deep, over the cap of {1} (raise max_nesting_depth if this is a genuine record)"
+    )]
+    TooDeep(u32, u32),
 }
 
 /// Which kind of log a record came from; a rule applies to one kind.
@@ -191,16 +196,102 @@ impl LogType {
 }
 
 /// A parsed record with its normalised fields.
+///
+/// A record read from a log file is kept as its text with the position of each
+/// top-level field; a field is parsed only when a rule, a normalised field or an
+/// alert needs it (most rules look at `eventName` and a few more fields, and an
+/// event is usually matched by no rule at all). Normalised fields are computed on
+/// first use too.
 #[derive(Debug, Clone)]
 pub struct Event {
     log_type: LogType,
-    record: Value,
-    actor: Actor,
-    s3_bucket: Option<String>,
-    s3_key: Option<String>,
+    body: Body,
+    actor: OnceLock<Actor>,
+    s3: OnceLock<(Option<String>, Option<String>)>,
     denied: bool,
     success: bool,
-    time_ms: Option<i64>,
+    time_ms: OnceLock<Option<i64>>,
+}
+
+#[derive(Debug, Clone)]
+enum Body {
+    /// A JSON object as a tree (test events, access log lines).
+    Tree(Value),
+    /// A record's text with its top-level fields located, parsed on demand.
+    Lazy(Lazy),
+}
+
+#[derive(Debug, Clone)]
+struct Lazy {
+    raw: Box<str>,
+    /// (key, byte range of the value in `raw`, the value once parsed).
+    fields: Vec<(Box<str>, std::ops::Range<usize>, OnceLock<Value>)>,
+}
+
+impl Lazy {
+    fn find(&self, key: &str) -> Option<usize> {
+        // The last occurrence wins, as when parsing into a map.
+        self.fields.iter().rposition(|(k, _, _)| &**k == key)
+    }
+
+    fn value(&self, i: usize) -> &Value {
+        let (_, range, cell) = &self.fields[i];
+        cell.get_or_init(|| serde_json::from_str(&self.raw[range.clone()]).unwrap_or(Value::Null))
+    }
+
+    /// A top-level string without escapes, straight from the text.
+    fn plain_str(&self, i: usize) -> Option<&str> {
+        let text = &self.raw[self.fields[i].1.clone()];
+        let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+        (!inner.contains('\\')).then_some(inner)
+    }
+}
+
+/// The top-level fields of a record, borrowed from its text.
+struct TopLevel<'de>(Vec<(std::borrow::Cow<'de, str>, &'de serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for TopLevel<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Key<'de>(std::borrow::Cow<'de, str>);
+        impl<'de> serde::Deserialize<'de> for Key<'de> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = Key<'de>;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a string key")
+                    }
+                    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                        Ok(Key(std::borrow::Cow::Borrowed(v)))
+                    }
+                    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                        Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+        struct M;
+        impl<'de> serde::de::Visitor<'de> for M {
+            type Value = TopLevel<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<TopLevel<'de>, A::Error> {
+                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(24));
+                while let Some((k, v)) =
+                    m.next_entry::<Key<'de>, &'de serde_json::value::RawValue>()?
+                {
+                    out.push((k.0, v));
+                }
+                Ok(TopLevel(out))
+            }
+        }
+        d.deserialize_map(M)
+    }
 }
 
 /// The error codes CloudTrail uses for "not authorised".
@@ -211,10 +302,33 @@ const DENIED_CODES: [&str; 4] = [
     "Client.UnauthorizedOperation",
 ];
 
+fn denied_success(error_code: Option<&str>) -> (bool, bool) {
+    let code = error_code.filter(|c| !c.is_empty());
+    (
+        code.is_some_and(|c| DENIED_CODES.contains(&c) || c.contains("AccessDenied")),
+        code.is_none(),
+    )
+}
+
 impl Event {
     /// Parses one record as read from a log file; it must look like CloudTrail.
     pub fn parse(bytes: &[u8]) -> Result<Event, RecordError> {
-        let v: Value = serde_json::from_slice(bytes)?;
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            RecordError::Json(serde_json::Error::io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e,
+            )))
+        })?;
+        let top = match serde_json::from_str::<TopLevel<'_>>(text) {
+            Ok(t) => t,
+            Err(e) => {
+                // Say what the record is when it is valid JSON but not an object.
+                return Err(match serde_json::from_str::<Value>(text) {
+                    Ok(v) if !v.is_object() => RecordError::NotAnObject(type_name(&v)),
+                    _ => RecordError::Json(e),
+                });
+            }
+        };
         // Exports sometimes lower-case the keys (Athena's table does), so the test for
         // "looks like CloudTrail" ignores case; rules still address keys exactly.
         const MARKERS: [&str; 5] = [
@@ -224,14 +338,43 @@ impl Event {
             "eventVersion",
             "userIdentity",
         ];
-        let looks_like_cloudtrail = v.as_object().is_some_and(|o| {
-            o.keys()
-                .any(|k| MARKERS.iter().any(|m| m.eq_ignore_ascii_case(k)))
-        });
-        if v.is_object() && !looks_like_cloudtrail {
+        if !top
+            .0
+            .iter()
+            .any(|(k, _)| MARKERS.iter().any(|m| m.eq_ignore_ascii_case(k)))
+        {
             return Err(RecordError::NotCloudTrail);
         }
-        Event::from_value(v)
+        let base = text.as_ptr() as usize;
+        let fields = top
+            .0
+            .into_iter()
+            .map(|(k, v)| {
+                let start = v.get().as_ptr() as usize - base;
+                (
+                    k.into_owned().into_boxed_str(),
+                    start..start + v.get().len(),
+                    OnceLock::new(),
+                )
+            })
+            .collect();
+        let lazy = Lazy {
+            raw: text.into(),
+            fields,
+        };
+        let code = lazy
+            .find("errorCode")
+            .and_then(|i| lazy.plain_str(i).or_else(|| lazy.value(i).as_str()));
+        let (denied, success) = denied_success(code);
+        Ok(Event {
+            log_type: LogType::Cloudtrail,
+            body: Body::Lazy(lazy),
+            actor: OnceLock::new(),
+            s3: OnceLock::new(),
+            denied,
+            success,
+            time_ms: OnceLock::new(),
+        })
     }
 
     /// Builds an event from any JSON object (rule tests may use partial records).
@@ -239,28 +382,15 @@ impl Event {
         if !record.is_object() {
             return Err(RecordError::NotAnObject(type_name(&record)));
         }
-        let actor = identity::actor(&record);
-        let (s3_bucket, s3_key) = s3_target(&record);
-        let error_code = record
-            .get("errorCode")
-            .and_then(Value::as_str)
-            .filter(|c| !c.is_empty());
-        let denied =
-            error_code.is_some_and(|c| DENIED_CODES.contains(&c) || c.contains("AccessDenied"));
-        let success = error_code.is_none();
-        let time_ms = record
-            .get("eventTime")
-            .and_then(Value::as_str)
-            .and_then(parse_time_ms);
+        let (denied, success) = denied_success(record.get("errorCode").and_then(Value::as_str));
         Ok(Event {
             log_type: LogType::Cloudtrail,
-            record,
-            actor,
-            s3_bucket,
-            s3_key,
+            body: Body::Tree(record),
+            actor: OnceLock::new(),
+            s3: OnceLock::new(),
             denied,
             success,
-            time_ms,
+            time_ms: OnceLock::new(),
         })
     }
 
@@ -275,16 +405,15 @@ impl Event {
         let error = get("error_code");
         let denied = status == 403 || error.as_deref().is_some_and(|c| c.contains("AccessDenied"));
         let success = error.is_none() && (1..400).contains(&status);
-        let time_ms = get("eventTime").as_deref().and_then(parse_time_ms);
+        let s3 = (get("bucket"), get("key_decoded"));
         Event {
             log_type: LogType::S3Access,
-            s3_bucket: get("bucket"),
-            s3_key: get("key_decoded"),
-            record: Value::Object(fields),
-            actor,
+            body: Body::Tree(Value::Object(fields)),
+            actor: OnceLock::from(actor),
+            s3: OnceLock::from(s3),
             denied,
             success,
-            time_ms,
+            time_ms: OnceLock::new(),
         }
     }
 
@@ -292,27 +421,68 @@ impl Event {
         self.log_type
     }
 
-    pub fn record(&self) -> &Value {
-        &self.record
+    /// A top-level field of the record (parsed on first use).
+    pub fn top(&self, key: &str) -> Option<&Value> {
+        match &self.body {
+            Body::Tree(v) => v.get(key),
+            Body::Lazy(l) => l.find(key).map(|i| l.value(i)),
+        }
+    }
+
+    /// The whole record as a JSON tree (parsed anew for a record from a file: for
+    /// output and tests, not for matching).
+    pub fn record(&self) -> std::borrow::Cow<'_, Value> {
+        match &self.body {
+            Body::Tree(v) => std::borrow::Cow::Borrowed(v),
+            Body::Lazy(l) => {
+                std::borrow::Cow::Owned(serde_json::from_str(&l.raw).unwrap_or(Value::Null))
+            }
+        }
     }
 
     pub fn actor(&self) -> &Actor {
-        &self.actor
+        self.actor
+            .get_or_init(|| identity::actor_with(&|k| self.top(k)))
+    }
+
+    fn s3(&self) -> &(Option<String>, Option<String>) {
+        self.s3.get_or_init(|| s3_target(&|k| self.top(k)))
     }
 
     /// `eventTime` in milliseconds since the Unix epoch, when present and valid.
     pub fn time_ms(&self) -> Option<i64> {
-        self.time_ms
+        *self
+            .time_ms
+            .get_or_init(|| self.str("eventTime").and_then(parse_time_ms))
     }
 
     /// A top-level string field of the raw record.
     pub fn str(&self, key: &str) -> Option<&str> {
-        self.record.get(key).and_then(Value::as_str)
+        match &self.body {
+            Body::Tree(v) => v.get(key).and_then(Value::as_str),
+            Body::Lazy(l) => {
+                let i = l.find(key)?;
+                l.plain_str(i).or_else(|| l.value(i).as_str())
+            }
+        }
     }
 
     /// A normalised field's value, `None` when absent.
     pub fn norm(&self, f: NormField) -> Option<Val<'_>> {
-        let a = &self.actor;
+        if let (NormField::EventDenied, _) | (NormField::EventSuccess, _) = (f, ()) {
+            return Some(Val::Bool(if f == NormField::EventDenied {
+                self.denied
+            } else {
+                self.success
+            }));
+        }
+        if let NormField::S3Bucket | NormField::S3Key = f {
+            let (b, k) = self.s3();
+            return (if f == NormField::S3Bucket { b } else { k })
+                .as_deref()
+                .map(Val::Str);
+        }
+        let a = self.actor();
         fn s(o: &Option<String>) -> Option<Val<'_>> {
             o.as_deref().map(Val::Str)
         }
@@ -328,10 +498,12 @@ impl Event {
             NormField::ActorUserId => s(&a.user_id),
             NormField::ActorViaConsole => a.via_console.map(Val::Bool),
             NormField::ActorMfa => a.mfa.map(Val::Bool),
-            NormField::S3Bucket => s(&self.s3_bucket),
-            NormField::S3Key => s(&self.s3_key),
-            NormField::EventDenied => Some(Val::Bool(self.denied)),
-            NormField::EventSuccess => Some(Val::Bool(self.success)),
+            NormField::S3Bucket
+            | NormField::S3Key
+            | NormField::EventDenied
+            | NormField::EventSuccess => {
+                unreachable!("answered above")
+            }
         }
     }
 
@@ -341,7 +513,10 @@ impl Event {
     pub fn any_value<'a>(&'a self, field: &FieldRef, f: &mut dyn FnMut(Val<'a>) -> bool) -> bool {
         match field {
             FieldRef::Norm(n) => self.norm(*n).is_some_and(f),
-            FieldRef::Raw(path) => walk(&self.record, path, f),
+            FieldRef::Raw(path) => match path.split_first() {
+                Some((first, rest)) => self.top(first).is_some_and(|v| walk(v, rest, f)),
+                None => false,
+            },
         }
     }
 
@@ -404,8 +579,8 @@ pub fn format_time_ms(ms: i64) -> String {
 
 /// The bucket and key a call touched: `requestParameters` first, else the
 /// `resources` ARNs (`arn:aws:s3:::bucket/key`).
-fn s3_target(record: &Value) -> (Option<String>, Option<String>) {
-    let params = record.get("requestParameters");
+fn s3_target<'a>(top: &dyn Fn(&str) -> Option<&'a Value>) -> (Option<String>, Option<String>) {
+    let params = top("requestParameters");
     let str_param = |k: &str| {
         params
             .and_then(|p| p.get(k))
@@ -416,7 +591,7 @@ fn s3_target(record: &Value) -> (Option<String>, Option<String>) {
     let mut bucket = str_param("bucketName");
     let mut key = str_param("key");
     if bucket.is_none() || key.is_none() {
-        if let Some(resources) = record.get("resources").and_then(Value::as_array) {
+        if let Some(resources) = top("resources").and_then(Value::as_array) {
             for r in resources {
                 let Some(arn) = r.get("ARN").and_then(Value::as_str) else {
                     continue;
@@ -486,18 +661,18 @@ mod tests {
     fn s3_target_from_request_parameters_then_resources() {
         let e = ev(json!({"requestParameters": {"bucketName": "b", "key": "a/b.txt"}}));
         assert_eq!(
-            (e.s3_bucket.as_deref(), e.s3_key.as_deref()),
+            (e.s3().0.as_deref(), e.s3().1.as_deref()),
             (Some("b"), Some("a/b.txt"))
         );
         let e = ev(json!({"requestParameters": "odd string", "resources": [
             {"type": "AWS::S3::Object", "ARN": "arn:aws:s3:::logs/2024/x.gz"},
             {"type": "AWS::S3::Bucket", "ARN": "arn:aws:s3:::logs"}]}));
         assert_eq!(
-            (e.s3_bucket.as_deref(), e.s3_key.as_deref()),
+            (e.s3().0.as_deref(), e.s3().1.as_deref()),
             (Some("logs"), Some("2024/x.gz"))
         );
         let e = ev(json!({"resources": [{"ARN": "arn:aws-us-gov:s3:::gov-bucket"}]}));
-        assert_eq!(e.s3_bucket.as_deref(), Some("gov-bucket"));
+        assert_eq!(e.s3().0.as_deref(), Some("gov-bucket"));
     }
 
     #[test]

@@ -46,6 +46,7 @@ fn small_limits() -> Limits {
     Limits {
         max_decompressed_bytes: 1 << 20,
         max_record_bytes: 64 << 10,
+        ..Limits::default()
     }
 }
 
@@ -102,7 +103,24 @@ fn cloudtrail_reader_survives_random_bytes_and_deep_nesting() {
     })
     .unwrap();
     assert_eq!(errors.len(), 1);
-    assert!(errors[0].contains("recursion limit"), "{errors:?}");
+    assert!(
+        errors[0].contains("nests 50001 levels deep, over the cap of 100"),
+        "{errors:?}"
+    );
+    // The same as JSON lines.
+    let line = format!(
+        "{{\"eventName\":\"X\",\"a\":{}1{}}}\n",
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let mut errors = Vec::new();
+    read_events(line.as_bytes(), Limits::default(), |item| {
+        if let Item::Bad { error, .. } = item {
+            errors.push(error.to_string());
+        }
+    })
+    .unwrap();
+    assert!(errors[0].contains("nests 201 levels deep"), "{errors:?}");
 }
 
 #[test]

@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 use crate::record::{Event, RecordError};
 use records::{RecordSplitter, SplitError};
 
+/// Default nesting cap: real CloudTrail records nest about ten levels; JSON parsers
+/// refuse beyond 128.
+pub const DEFAULT_MAX_NESTING_DEPTH: u32 = 100;
+
 /// Per-file limits against hostile or broken input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -20,6 +24,8 @@ pub struct Limits {
     pub max_decompressed_bytes: u64,
     /// Bytes per record before the record is rejected (it is skipped, not buffered).
     pub max_record_bytes: usize,
+    /// How deeply a record's arrays and objects may nest before it is rejected.
+    pub max_nesting_depth: u32,
 }
 
 impl Default for Limits {
@@ -27,6 +33,7 @@ impl Default for Limits {
         Limits {
             max_decompressed_bytes: decode::DEFAULT_MAX_DECOMPRESSED,
             max_record_bytes: records::DEFAULT_MAX_RECORD_BYTES,
+            max_nesting_depth: DEFAULT_MAX_NESTING_DEPTH,
         }
     }
 }
@@ -263,6 +270,9 @@ fn read_cloudtrail(
                 stats.records += 1;
                 let parsed = match slot.oversized {
                     Some(size) => Err(RecordError::TooLarge(size)),
+                    None if slot.depth > limits.max_nesting_depth => {
+                        Err(RecordError::TooDeep(slot.depth, limits.max_nesting_depth))
+                    }
                     None => Event::parse(&buf),
                 };
                 match parsed {

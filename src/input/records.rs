@@ -44,6 +44,8 @@ pub struct Slot {
     pub offset: u64,
     /// `Some(size)` when the record was larger than the cap: it was skipped, not buffered.
     pub oversized: Option<u64>,
+    /// How deeply the record's arrays and objects nest (1 for a flat object).
+    pub depth: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +79,8 @@ pub struct RecordSplitter<R> {
     started: bool,
     records: u64,
     max_record: usize,
+    /// Deepest nesting seen in the value being captured.
+    max_depth: u32,
 }
 
 impl<R: Read> RecordSplitter<R> {
@@ -92,6 +96,7 @@ impl<R: Read> RecordSplitter<R> {
             started: false,
             records: 0,
             max_record,
+            max_depth: 0,
         }
     }
 
@@ -293,6 +298,7 @@ impl<R: Read> RecordSplitter<R> {
                 index,
                 offset: start,
                 oversized,
+                depth: nesting_depth(out),
             }));
         }
     }
@@ -300,6 +306,7 @@ impl<R: Read> RecordSplitter<R> {
     /// Captures one value as a record, counting it.
     fn capture(&mut self, out: &mut Vec<u8>) -> Result<Slot, SplitError> {
         let offset = self.offset;
+        self.max_depth = 0;
         let size = self.capture_raw(out, self.max_record)?;
         let index = self.records;
         self.records += 1;
@@ -311,6 +318,7 @@ impl<R: Read> RecordSplitter<R> {
             index,
             offset,
             oversized,
+            depth: self.max_depth,
         })
     }
 
@@ -378,7 +386,10 @@ impl<R: Read> RecordSplitter<R> {
                 }
                 match b {
                     b'"' => in_str = true,
-                    b'{' | b'[' => depth += 1,
+                    b'{' | b'[' => {
+                        depth += 1;
+                        self.max_depth = self.max_depth.max(depth);
+                    }
                     b'}' | b']' => {
                         depth = depth.saturating_sub(1);
                         if depth == 0 {
@@ -521,6 +532,33 @@ impl<R: Read> RecordSplitter<R> {
             what,
         }
     }
+}
+
+/// How deeply arrays and objects nest in `json` (strings are skipped).
+pub fn nesting_depth(json: &[u8]) -> u32 {
+    let (mut depth, mut max, mut in_str, mut escaped) = (0u32, 0u32, false, false);
+    for &b in json {
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 fn show(b: u8) -> String {

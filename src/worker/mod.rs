@@ -176,6 +176,7 @@ pub async fn run_with(
         limits: Limits {
             max_decompressed_bytes: cfg.limits.max_decompressed_bytes,
             max_record_bytes: cfg.limits.max_record_bytes,
+            max_nesting_depth: cfg.limits.max_nesting_depth,
         },
         inflight: Mutex::new(HashMap::new()),
         cfg,
