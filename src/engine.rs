@@ -181,7 +181,7 @@ impl Engine {
 /// `eq`/`in`) is always evaluated.
 #[derive(Debug, Default)]
 struct RuleIndex {
-    by_name: std::collections::HashMap<String, Vec<usize>>,
+    by_name: rustc_hash::FxHashMap<String, Vec<usize>>,
     unindexed: Vec<usize>,
 }
 

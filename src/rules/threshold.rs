@@ -9,7 +9,11 @@
 //! ones. Events are kept for the window plus [`LATENESS_MS`] behind the newest event
 //! seen by the rule; older ones are evicted, which bounds memory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+// Keys are our own rule fields' values; a fast non-cryptographic hash is enough
+// (group counts are bounded by eviction).
+use rustc_hash::FxHashMap as HashMap;
 
 use super::{Suppress, Threshold};
 
@@ -68,7 +72,7 @@ impl Tail {
             start: newest,
             newest,
             count: 0,
-            values: HashMap::new(),
+            values: HashMap::default(),
         };
         let mut first = true;
         for (k, v) in entries.range((newest.0 - w, 0)..=newest) {
@@ -199,7 +203,7 @@ impl ThresholdState {
             entries.range((t - w, 0)..=(t + w, u64::MAX)).collect();
         let n = near.len();
         let mut j = 0;
-        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut seen: HashMap<&str, usize> = HashMap::default();
         for i in 0..n {
             let start = near[i].0.0;
             if start > t {
