@@ -44,39 +44,6 @@ impl SourceRef {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct ActorOut {
-    pub kind: &'static str,
-    pub name: Option<String>,
-    pub arn: Option<String>,
-    pub account: Option<String>,
-    pub principal_id: Option<String>,
-    pub role: Option<String>,
-    pub session: Option<String>,
-    pub permission_set: Option<String>,
-    pub user_id: Option<String>,
-    pub via_console: Option<bool>,
-    pub mfa: Option<bool>,
-}
-
-impl From<&Actor> for ActorOut {
-    fn from(a: &Actor) -> Self {
-        ActorOut {
-            kind: a.kind.as_str(),
-            name: a.name.clone(),
-            arn: a.arn.clone(),
-            account: a.account.clone(),
-            principal_id: a.principal_id.clone(),
-            role: a.role.clone(),
-            session: a.session.clone(),
-            permission_set: a.permission_set.clone(),
-            user_id: a.user_id.clone(),
-            via_console: a.via_console,
-            mfa: a.mfa,
-        }
-    }
-}
-
 /// The CloudTrail fields every alert repeats, under their CloudTrail names.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -124,7 +91,7 @@ pub struct Alert {
     pub tags: Vec<String>,
     pub event_time: Option<String>,
     pub detected_at: String,
-    pub actor: ActorOut,
+    pub actor: Actor,
     pub event: EventOut,
     pub s3: S3Out,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -193,7 +160,7 @@ impl Alert {
             detected_at: time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
-            actor: ActorOut::from(e.actor()),
+            actor: e.actor().clone(),
             event: EventOut {
                 event_time: text("eventTime"),
                 event_source: text("eventSource"),
@@ -225,19 +192,9 @@ impl Alert {
 /// (and their escapes) are copied untouched.
 fn compact_json(raw: &[u8]) -> String {
     let mut out = Vec::with_capacity(raw.len());
-    let (mut in_str, mut escaped) = (false, false);
+    let mut strings = crate::input::records::JsonStrings::default();
     for &b in raw {
-        if in_str {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_str = false;
-            }
-        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-            in_str = b == b'"';
+        if strings.in_string(b) || !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
             out.push(b);
         }
     }

@@ -10,7 +10,8 @@
 use serde_json::Value;
 
 /// The kind of principal behind a call (`actor.kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ActorKind {
     Root,
     IamUser,
@@ -55,7 +56,8 @@ impl ActorKind {
 }
 
 /// The normalised principal of one record. Absent values are `None`, never "".
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialised as the `actor` object of alerts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Actor {
     pub kind: ActorKind,
     pub name: Option<String>,
@@ -295,6 +297,13 @@ pub fn actor_from_requester(requester: Option<&str>) -> Actor {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn kinds_serialise_as_their_names() {
+        for k in ActorKind::ALL {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+    }
 
     #[test]
     fn permission_set_names_keep_their_own_underscores() {

@@ -152,15 +152,9 @@ fn every_notification_shape() {
         delete_file(6, "real@example.com"),
     );
 
-    let cfg = bed.config(&root().join("rules/s3-sso-object-delete.toml"), "");
-    let mut w = bed.spawn(&cfg, &["--until-idle", "3s"]);
-    assert_eq!(bed.wait_exit(&mut w, 90), 0, "{}", bed.log());
+    bed.drain(&root().join("rules/s3-sso-object-delete.toml"));
 
-    let users: HashSet<String> = bed
-        .alerts()
-        .iter()
-        .map(|a| a["actor"]["name"].as_str().unwrap().to_owned())
-        .collect();
+    let users: HashSet<String> = bed.actor_names().into_iter().collect();
     for u in ["sns", "eventbridge", "ct1", "ct2", "encoded", "real"] {
         assert!(
             users.contains(&format!("{u}@example.com")),
@@ -203,15 +197,9 @@ fn corrupt_object_reaches_the_dlq_and_blocks_nothing() {
         "AWSLogs/d-good.json.gz",
         delete_file(2, "second@example.com"),
     );
-    let cfg = bed.config(&root().join("rules/s3-sso-object-delete.toml"), "");
-    let mut w = bed.spawn(&cfg, &["--until-idle", "3s"]);
-    assert_eq!(bed.wait_exit(&mut w, 90), 0, "{}", bed.log());
+    bed.drain(&root().join("rules/s3-sso-object-delete.toml"));
 
-    let users: Vec<String> = bed
-        .alerts()
-        .iter()
-        .map(|a| a["actor"]["name"].as_str().unwrap().to_owned())
-        .collect();
+    let users = bed.actor_names();
     assert!(
         users.contains(&"first@example.com".to_owned())
             && users.contains(&"second@example.com".to_owned())
@@ -446,53 +434,7 @@ fn read_http_body(conn: &mut std::net::TcpStream) -> String {
 #[test]
 fn streaming_join_with_access_logs_on_a_second_queue() {
     let bed = Bed::new(3);
-    let logs_queue = bed.rt.block_on(async {
-        use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
-        let url = bed
-            .sqs
-            .create_queue()
-            .queue_name("access-logs")
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
-        let arn = bed
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .unwrap()
-            .attributes
-            .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-            .clone();
-        bed.s3
-            .create_bucket()
-            .bucket("access-logs")
-            .send()
-            .await
-            .unwrap();
-        bed.s3
-            .put_bucket_notification_configuration()
-            .bucket("access-logs")
-            .notification_configuration(
-                NotificationConfiguration::builder()
-                    .queue_configurations(
-                        QueueConfiguration::builder()
-                            .queue_arn(arn)
-                            .events(Event::S3ObjectCreated)
-                            .build()
-                            .unwrap(),
-                    )
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        url
-    });
+    let logs_queue = bed.bucket_with_queue("access-logs", "access-logs");
     let cfg = bed.config(
         &root().join("rules/s3-sso-object-delete.toml"),
         "\n[join]\nwindow = \"4s\"\n",

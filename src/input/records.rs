@@ -534,22 +534,43 @@ impl<R: Read> RecordSplitter<R> {
     }
 }
 
+/// Follows JSON text byte by byte to tell string contents from structure.
+#[derive(Debug, Default)]
+pub struct JsonStrings {
+    in_str: bool,
+    escaped: bool,
+}
+
+impl JsonStrings {
+    /// Feeds one byte; true when it belongs to a string (its quotes included).
+    pub fn in_string(&mut self, b: u8) -> bool {
+        if self.in_str {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_str = false;
+            }
+            true
+        } else if b == b'"' {
+            self.in_str = true;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// How deeply arrays and objects nest in `json` (strings are skipped).
 pub fn nesting_depth(json: &[u8]) -> u32 {
-    let (mut depth, mut max, mut in_str, mut escaped) = (0u32, 0u32, false, false);
+    let (mut depth, mut max) = (0u32, 0u32);
+    let mut strings = JsonStrings::default();
     for &b in json {
-        if in_str {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_str = false;
-            }
+        if strings.in_string(b) {
             continue;
         }
         match b {
-            b'"' => in_str = true,
             b'{' | b'[' => {
                 depth += 1;
                 max = max.max(depth);

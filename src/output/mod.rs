@@ -144,7 +144,7 @@ pub fn csv_row(a: &Alert) -> [String; 18] {
         o(&a.event.error_message),
         a.rule_id.clone(),
         a.severity.as_str().to_owned(),
-        a.actor.kind.to_owned(),
+        a.actor.kind.as_str().to_owned(),
         o(&a.actor.name),
         o(&a.event.event_id),
         o(&a.event.request_id),

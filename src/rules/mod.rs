@@ -384,29 +384,18 @@ pub fn today() -> (i32, u8, u8) {
 /// `*.toml` files under `path` (except those named `_*`), sorted; `path` itself
 /// when it is a file.
 pub fn rule_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let meta = std::fs::metadata(path)?;
-    if meta.is_file() {
+    if std::fs::metadata(path)?.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let mut out = Vec::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let p = entry?.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "toml")
-                && !p
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('_'))
-            {
-                // Files whose name starts with `_` hold data for tools, not rules.
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+    // Files whose name starts with `_` hold data for tools, not rules.
+    Ok(crate::input::local_files(path)?
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('_'))
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -24,6 +24,40 @@ pub struct Bed {
     pub dir: tempfile::TempDir,
 }
 
+/// A queue's ARN.
+pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&A::QueueArn]
+        .clone()
+}
+
+/// Sends `bucket`'s ObjectCreated notifications to the queue `arn`.
+pub async fn notify(s3: &aws_sdk_s3::Client, bucket: &str, arn: &str) {
+    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+    let q = QueueConfiguration::builder()
+        .queue_arn(arn)
+        .events(Event::S3ObjectCreated)
+        .build()
+        .unwrap();
+    s3.put_bucket_notification_configuration()
+        .bucket(bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(q)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
 /// Polls `cond` every 100 ms until it holds or `secs` pass.
 pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -48,22 +82,8 @@ impl Bed {
             let sns = aws_sdk_sns::Client::new(&conf);
             let cw = aws_sdk_cloudwatch::Client::new(&conf);
             s3.create_bucket().bucket(BUCKET).send().await.unwrap();
-            let arn = |url: String| {
-                let sqs = sqs.clone();
-                async move {
-                    sqs.get_queue_attributes()
-                        .queue_url(url)
-                        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                        .send()
-                        .await
-                        .unwrap()
-                        .attributes
-                        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-                        .clone()
-                }
-            };
             let dlq = sqs.create_queue().queue_name("trailwatch-dlq").send().await.unwrap().queue_url.unwrap();
-            let dlq_arn = arn(dlq.clone()).await;
+            let dlq_arn = queue_arn(&sqs, &dlq).await;
             let queue = sqs
                 .create_queue()
                 .queue_name("trailwatch")
@@ -77,27 +97,10 @@ impl Bed {
                 .unwrap()
                 .queue_url
                 .unwrap();
-            let queue_arn = arn(queue.clone()).await;
-            use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
-            s3.put_bucket_notification_configuration()
-                .bucket(BUCKET)
-                .notification_configuration(
-                    NotificationConfiguration::builder()
-                        .queue_configurations(
-                            QueueConfiguration::builder()
-                                .queue_arn(queue_arn)
-                                .events(Event::S3ObjectCreated)
-                                .build()
-                                .unwrap(),
-                        )
-                        .build(),
-                )
-                .send()
-                .await
-                .unwrap();
+            notify(&s3, BUCKET, &queue_arn(&sqs, &queue).await).await;
             let topic = sns.create_topic().name("alerts").send().await.unwrap().topic_arn.unwrap();
             let inbox = sqs.create_queue().queue_name("inbox").send().await.unwrap().queue_url.unwrap();
-            let inbox_arn = arn(inbox.clone()).await;
+            let inbox_arn = queue_arn(&sqs, &inbox).await;
             sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(inbox_arn).send().await.unwrap();
             (s3, sqs, sns, cw, queue, dlq, topic, inbox)
         });
@@ -249,6 +252,40 @@ listen = ""
         std::fs::read_to_string(self.alerts_path())
             .map(|t| super::jsonl(&t))
             .unwrap_or_default()
+    }
+
+    /// A new bucket whose ObjectCreated notifications go to a new queue; its URL.
+    pub fn bucket_with_queue(&self, bucket: &str, queue: &str) -> String {
+        self.rt.block_on(async {
+            let url = self
+                .sqs
+                .create_queue()
+                .queue_name(queue)
+                .send()
+                .await
+                .unwrap()
+                .queue_url
+                .unwrap();
+            self.s3.create_bucket().bucket(bucket).send().await.unwrap();
+            notify(&self.s3, bucket, &queue_arn(&self.sqs, &url).await).await;
+            url
+        })
+    }
+
+    /// The `actor.name` of every alert on the file sink.
+    pub fn actor_names(&self) -> Vec<String> {
+        self.alerts()
+            .iter()
+            .map(|a| a["actor"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Runs the worker with `rules` until the queue has been idle for 3 s; asserts
+    /// it exits 0.
+    pub fn drain(&self, rules: &Path) {
+        let cfg = self.config(rules, "");
+        let mut w = self.spawn(&cfg, &["--until-idle", "3s"]);
+        assert_eq!(self.wait_exit(&mut w, 90), 0, "{}", self.log());
     }
 
     /// Messages the SNS topic delivered to the inbox queue (drains it).
