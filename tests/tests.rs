@@ -12,6 +12,8 @@ mod corpus;
 mod s3_scan;
 // Mutated and random inputs against every parser.
 mod robustness;
+// Nothing lost under injected faults.
+mod reliability;
 // S3 server access logs and the DeleteObjects join.
 mod access_logs;
 // `trailwatch run` against the emulator: intake, delivery guarantees, reloads.

@@ -166,6 +166,11 @@ listen = ""
 
     /// Starts `trailwatch run --config CONFIG ARGS...`; its stderr goes to `worker.log`.
     pub fn spawn(&self, config: &Path, args: &[&str]) -> Child {
+        self.spawn_at(config, args, &self.moto.endpoint)
+    }
+
+    /// [`Bed::spawn`] with the worker's AWS endpoint at `endpoint` (a proxy).
+    pub fn spawn_at(&self, config: &Path, args: &[&str], endpoint: &str) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -173,6 +178,7 @@ listen = ""
             .unwrap();
         let mut c = super::trailwatch();
         self.moto.apply(&mut c);
+        c.env("AWS_ENDPOINT_URL", endpoint);
         c.env(
             "TRAILWATCH_LOG",
             "info,aws_config=warn,aws_smithy_runtime=warn",

@@ -1,0 +1,233 @@
+//! A fault-injecting HTTP proxy in front of the emulator, for the reliability
+//! scenarios. The worker reaches it through the ordinary `AWS_ENDPOINT_URL`; per AWS
+//! action it can add latency, answer with a throttling error or a 500, cut a
+//! response body in the middle, or refuse service, for a number of requests or a
+//! period. Loopback only; one request per connection.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The AWS calls a fault can target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    ReceiveMessage,
+    DeleteMessage,
+    ChangeMessageVisibility,
+    GetObject,
+    Publish,
+    PutMetricData,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Forward after a delay.
+    Latency(Duration),
+    /// HTTP 500 without forwarding.
+    ServerError,
+    /// The service's throttling error (HTTP 400 `Throttling` / SQS `RequestThrottled`).
+    Throttle,
+    /// Forward, then send only half of the response body and close.
+    ResetMidBody,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub action: Action,
+    pub kind: Kind,
+    /// How many matching requests it hits (`None`: all until `until`).
+    pub times: Option<u32>,
+    pub until: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    faults: Vec<Fault>,
+    /// Requests seen per action, and how many were faulted.
+    seen: Vec<(Action, bool)>,
+}
+
+pub struct Proxy {
+    pub endpoint: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl Proxy {
+    /// Starts a proxy forwarding to `upstream` (`http://127.0.0.1:PORT`).
+    pub fn start(upstream: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let up = upstream.trim_start_matches("http://").to_owned();
+        let state = Arc::new(Mutex::new(State::default()));
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let (st, up) = (st.clone(), up.clone());
+                std::thread::spawn(move || {
+                    let _ = serve(conn, &up, &st);
+                });
+            }
+        });
+        Proxy { endpoint, state }
+    }
+
+    pub fn add(&self, f: Fault) {
+        self.state.lock().unwrap().faults.push(f);
+    }
+
+    /// (requests, faulted requests) seen for `action`.
+    pub fn count(&self, action: Action) -> (usize, usize) {
+        let s = self.state.lock().unwrap();
+        let all = s.seen.iter().filter(|(a, _)| *a == action);
+        let faulted = s.seen.iter().filter(|(a, f)| *a == action && *f).count();
+        (all.count(), faulted)
+    }
+}
+
+fn classify(method: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> Action {
+    let header = |k: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.as_str())
+    };
+    if let Some(target) = header("x-amz-target") {
+        return match target.rsplit('.').next().unwrap_or("") {
+            "ReceiveMessage" => Action::ReceiveMessage,
+            "DeleteMessage" | "DeleteMessageBatch" => Action::DeleteMessage,
+            "ChangeMessageVisibility" | "ChangeMessageVisibilityBatch" => {
+                Action::ChangeMessageVisibility
+            }
+            _ => Action::Other,
+        };
+    }
+    let form = String::from_utf8_lossy(body);
+    if form.contains("Action=Publish") {
+        return Action::Publish;
+    }
+    if form.contains("Action=PutMetricData") {
+        return Action::PutMetricData;
+    }
+    let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
+    // Path-style GetObject: /bucket/key, with the SDK's `x-id=GetObject` marker.
+    let object_path = path
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .trim_start_matches('/')
+        .contains('/');
+    if method == "GET" && object_path && (query.is_empty() || query.contains("x-id=GetObject")) {
+        return Action::GetObject;
+    }
+    Action::Other
+}
+
+fn serve(mut client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut head = String::new();
+    let mut first = String::new();
+    reader.read_line(&mut first)?;
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.trim_end().split_once(':') {
+            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body)?;
+    let mut parts = first.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let action = classify(method, path, &headers, &body);
+
+    let fault = {
+        let mut s = state.lock().unwrap();
+        let now = Instant::now();
+        let hit = s.faults.iter_mut().find(|f| {
+            f.action == action && f.until.is_none_or(|u| now < u) && f.times.is_none_or(|n| n > 0)
+        });
+        let kind = hit.map(|f| {
+            if let Some(n) = f.times.as_mut() {
+                *n -= 1;
+            }
+            f.kind
+        });
+        s.seen.push((action, kind.is_some()));
+        kind
+    };
+
+    match fault {
+        Some(Kind::ServerError) => {
+            let body = "<Error><Code>InternalError</Code><Message>injected</Message></Error>";
+            write!(
+                client,
+                "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            return Ok(());
+        }
+        Some(Kind::Throttle) => {
+            let (ctype, body) = if headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
+            {
+                (
+                    "application/x-amz-json-1.0",
+                    r#"{"__type":"com.amazonaws.sqs#RequestThrottled","message":"injected"}"#
+                        .to_owned(),
+                )
+            } else {
+                ("text/xml", "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded (injected)</Message></Error></ErrorResponse>".to_owned())
+            };
+            write!(
+                client,
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            return Ok(());
+        }
+        Some(Kind::Latency(d)) => std::thread::sleep(d),
+        _ => {}
+    }
+
+    // Forward, one request per connection.
+    let mut up = TcpStream::connect(upstream)?;
+    head.push_str(&first);
+    for (k, v) in &headers {
+        if k.eq_ignore_ascii_case("connection") {
+            continue;
+        }
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("connection: close\r\n\r\n");
+    up.write_all(head.as_bytes())?;
+    up.write_all(&body)?;
+    let mut resp = Vec::new();
+    up.read_to_end(&mut resp)?;
+    if fault == Some(Kind::ResetMidBody) {
+        let split = resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(resp.len(), |i| i + 4);
+        let cut = split + (resp.len() - split) / 2;
+        client.write_all(&resp[..cut])?;
+        let _ = client.shutdown(std::net::Shutdown::Both);
+        return Ok(());
+    }
+    client.write_all(&resp)?;
+    Ok(())
+}
