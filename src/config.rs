@@ -53,6 +53,10 @@ fn many<S: serde::Serializer>(v: &[SourceConfig], s: S) -> Result<S::Ok, S::Erro
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JoinConfig {
+    /// Hold `DeleteObjects` alerts from the start. Default false: the join switches
+    /// itself on when the first S3 server access log line is read, so a worker that
+    /// reads only CloudTrail sends each alert once.
+    pub enabled: bool,
     /// How long an alert (or a line) waits for the other side. Default "2h".
     #[serde(with = "humantime_serde_compat")]
     pub window: Duration,
@@ -64,6 +68,7 @@ pub struct JoinConfig {
 impl Default for JoinConfig {
     fn default() -> Self {
         JoinConfig {
+            enabled: false,
             window: Duration::from_secs(2 * 3600),
             max_pending: 100_000,
         }

@@ -236,6 +236,10 @@ pub struct PendingJoin {
     /// Entries dropped to stay within `max_entries` since the last call to
     /// [`PendingJoin::take_evicted`].
     evicted: u64,
+    /// Whether alerts wait at all: from the start when configured, otherwise from
+    /// the first access log line seen (a worker that never reads access logs sends
+    /// each alert once, with no follow-up).
+    active: bool,
 }
 
 #[derive(Debug)]
@@ -261,13 +265,14 @@ fn with_keys(a: &Alert, keys: &[DeletedKey]) -> Alert {
 }
 
 impl PendingJoin {
-    pub fn new(window: std::time::Duration, max_entries: usize) -> PendingJoin {
+    pub fn new(window: std::time::Duration, max_entries: usize, active: bool) -> PendingJoin {
         PendingJoin {
             window_ms: window.as_millis() as u64,
             max_entries: max_entries.max(1),
             alerts: HashMap::new(),
             keys: HashMap::new(),
             evicted: 0,
+            active,
         }
     }
 
@@ -282,6 +287,9 @@ impl PendingJoin {
 
     /// A `DeleteObjects` alert; returns a follow-up at once if its lines came first.
     pub fn on_alert(&mut self, request_id: &str, alert: Alert, now_ms: u64) -> Vec<Alert> {
+        if !self.active {
+            return Vec::new();
+        }
         let mut out = Vec::new();
         let entry = self
             .alerts
@@ -303,6 +311,7 @@ impl PendingJoin {
     /// Key lines of one request; returns follow-ups for the alerts already waiting
     /// (with every key seen so far for the request).
     pub fn on_keys(&mut self, request_id: &str, keys: Vec<DeletedKey>, now_ms: u64) -> Vec<Alert> {
+        self.active = true;
         let entry = self
             .keys
             .entry(request_id.to_owned())
@@ -442,7 +451,7 @@ mod tests {
 
     #[test]
     fn lines_after_the_alert_give_a_follow_up_with_the_same_id() {
-        let mut j = PendingJoin::new(Duration::from_secs(7200), 100);
+        let mut j = PendingJoin::new(Duration::from_secs(7200), 100, true);
         let a = alert("R1");
         assert!(j.on_alert("R1", a.clone(), 0).is_empty());
         let f = j.on_keys(
@@ -463,7 +472,7 @@ mod tests {
 
     #[test]
     fn lines_before_the_alert_are_held() {
-        let mut j = PendingJoin::new(Duration::from_secs(7200), 100);
+        let mut j = PendingJoin::new(Duration::from_secs(7200), 100, true);
         assert!(j.on_keys("R2", vec![key("R2", "x", 204)], 0).is_empty());
         let f = j.on_alert("R2", alert("R2"), MIN);
         assert_eq!(f.len(), 1);
@@ -472,7 +481,7 @@ mod tests {
 
     #[test]
     fn alerts_without_lines_expire_with_a_note() {
-        let mut j = PendingJoin::new(Duration::from_secs(7200), 100);
+        let mut j = PendingJoin::new(Duration::from_secs(7200), 100, true);
         j.on_alert("R3", alert("R3"), 0);
         j.on_keys("ORPHAN", vec![key("ORPHAN", "y", 204)], 0);
         assert!(j.expire(119 * MIN).is_empty(), "still within the window");
@@ -490,8 +499,19 @@ mod tests {
     }
 
     #[test]
+    fn without_access_logs_alerts_do_not_wait() {
+        let mut j = PendingJoin::new(Duration::from_secs(7200), 100, false);
+        assert!(j.on_alert("R", alert("R"), 0).is_empty());
+        assert!(j.is_empty(), "nothing held");
+        assert!(j.expire(200 * MIN).is_empty(), "so nothing is sent again");
+        j.on_keys("K", vec![key("K", "k", 204)], 0);
+        j.on_alert("R2", alert("R2"), 0);
+        assert_eq!(j.len(), 2, "the first access log line switches the join on");
+    }
+
+    #[test]
     fn the_bound_evicts_the_oldest_and_counts_it() {
-        let mut j = PendingJoin::new(Duration::from_secs(7200), 2);
+        let mut j = PendingJoin::new(Duration::from_secs(7200), 2, true);
         j.on_alert("A", alert("A"), 0);
         j.on_keys("K", vec![key("K", "k", 204)], 1);
         let out = j.on_alert("B", alert("B"), 2);

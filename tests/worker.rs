@@ -437,7 +437,7 @@ fn streaming_join_with_access_logs_on_a_second_queue() {
     let logs_queue = bed.bucket_with_queue("access-logs", "access-logs");
     let cfg = bed.config(
         &root().join("rules/s3-sso-object-delete.toml"),
-        "\n[join]\nwindow = \"4s\"\n",
+        "\n[join]\nenabled = true\nwindow = \"4s\"\n",
     );
     let text = std::fs::read_to_string(&cfg).unwrap().replacen(
         "[source]",

@@ -162,6 +162,7 @@ pub async fn run_with(
         pending: Arc::new(Mutex::new(crate::join::PendingJoin::new(
             cfg.join.window,
             cfg.join.max_pending,
+            cfg.join.enabled,
         ))),
         sqs: aws_sdk_sqs::Client::new(&aws),
         s3: crate::aws::s3_client(&aws),
