@@ -357,11 +357,23 @@ async fn intake(
             .visibility_timeout(src.visibility_timeout.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send();
-        // Cancelling a long poll at shutdown is safe: anything it had received is
-        // simply not deleted, and comes back after the visibility timeout.
+        tokio::pin!(receive);
         let received = tokio::select! {
-            r = receive => r,
-            _ = crate::worker::stopped(&mut shutdown) => break,
+            r = &mut receive => r,
+            _ = crate::worker::stopped(&mut shutdown) => {
+                // A poll cut short may already have been answered: give the answer a
+                // moment to arrive and release what it holds, so that nothing waits
+                // for its visibility timeout. A poll abandoned later than that is
+                // still safe (its messages come back after the timeout).
+                if let Ok(Ok(out)) = tokio::time::timeout(Duration::from_secs(1), &mut receive).await {
+                    for m in out.messages.unwrap_or_default() {
+                        if let Some(r) = m.receipt_handle {
+                            process::set_visibility(&state, &source, &r, Duration::ZERO).await;
+                        }
+                    }
+                }
+                break;
+            }
         };
         let messages = match received {
             Ok(out) => {
