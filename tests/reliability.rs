@@ -199,8 +199,9 @@ fn scenario(p: Plan) -> Row {
         std::fs::write(&cfg, text).unwrap();
     }
     let started = Instant::now();
-    // After a kill, the messages it held come back when their visibility runs out:
-    // wait longer than that before calling the queue idle.
+    // After a kill (or a long poll abandoned at SIGTERM), the messages the first
+    // worker held come back when their visibility runs out: wait longer than that
+    // before calling the queue idle.
     let idle = [
         "--until-idle",
         if matches!(p.run, Run::Kill | Run::Sigterm) {
