@@ -9,9 +9,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 
 import boto3
+
+import awslocal
+from awslocal import free_port, metric_sum
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "tests" / "data" / "seed"
@@ -19,19 +21,8 @@ ACCESS_LOGS = ROOT / "tests" / "data" / "access-logs"
 REGION = "us-east-1"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(what, pred, timeout=60.0, every=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(every)
-    sys.exit(f"demo: timed out waiting for {what}")
+def wait_until(what, pred, timeout=60.0):
+    awslocal.wait_until(what, pred, lambda msg: sys.exit(f"demo: {msg}"), timeout)
 
 
 def main():
@@ -175,20 +166,6 @@ listen = "127.0.0.1:{health}"
             worker.kill()
         moto.terminate()
         moto.wait(timeout=10)
-
-
-def metric_sum(cw, name, dimensions=()):
-    now = time.time()
-    points = cw.get_metric_statistics(
-        Namespace="TrailWatch",
-        MetricName=name,
-        Dimensions=list(dimensions),
-        StartTime=now - 3600,
-        EndTime=now + 60,
-        Period=60,
-        Statistics=["Sum"],
-    )["Datapoints"]
-    return sum(p["Sum"] for p in points)
 
 
 if __name__ == "__main__":

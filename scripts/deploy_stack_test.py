@@ -50,6 +50,9 @@ import boto3
 import botocore.exceptions
 import yaml
 
+import awslocal
+from awslocal import free_port, metric_sum
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "cloudformation" / "trailwatch.yaml"
 SAMPLES = ROOT / "tests" / "data" / "seed"
@@ -67,19 +70,8 @@ def check(cond, msg):
         fail(msg)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_until(what, pred, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.2)
-    fail(f"timed out waiting for {what}")
+    awslocal.wait_until(what, pred, fail, timeout)
 
 
 def load_template():
@@ -397,20 +389,6 @@ def denied(call):
         # moto answers SQS's JSON protocol with an XML error, which boto3 reports by status.
         return e.response["ResponseMetadata"]["HTTPStatusCode"] == 403 and "AccessDenied" in str(e)
     return False
-
-
-def metric_sum(cw, name, dimensions=()):
-    now = time.time()
-    points = cw.get_metric_statistics(
-        Namespace="TrailWatch",
-        MetricName=name,
-        Dimensions=list(dimensions),
-        StartTime=now - 3600,
-        EndTime=now + 60,
-        Period=60,
-        Statistics=["Sum"],
-    )["Datapoints"]
-    return sum(p["Sum"] for p in points)
 
 
 def check_alarm_metrics(cw, template):
