@@ -283,11 +283,7 @@ fn evaluate(
         }
         Item::Event { index, raw, event } => {
             if let Some(t) = event.time_ms() {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(t);
-                counts.lag.add((now - t) as f64 / 1000.0);
+                counts.lag.add((now_ms() as i64 - t) as f64 / 1000.0);
             }
             if let Some(k) = DeletedKey::from_event(&event) {
                 keys.entry(k.request_id.clone()).or_default().push(k);
