@@ -31,6 +31,9 @@ pub enum Kind {
     Throttle,
     /// Forward, then send only half of the response body and close.
     ResetMidBody,
+    /// Forward, send half of the response body, stall for the duration, then send
+    /// the rest: the reader has consumed (and evaluated) the first half meanwhile.
+    StallMidBody(Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +43,36 @@ pub struct Fault {
     /// How many matching requests it hits (`None`: all until `until`).
     pub times: Option<u32>,
     pub until: Option<Instant>,
+    /// Only requests whose path contains this (e.g. one object's key).
+    pub path: Option<&'static str>,
+}
+
+impl Fault {
+    /// `kind` on every `action` request, until narrowed by the builders below.
+    pub fn on(action: Action, kind: Kind) -> Fault {
+        Fault {
+            action,
+            kind,
+            times: None,
+            until: None,
+            path: None,
+        }
+    }
+
+    pub fn times(mut self, n: u32) -> Fault {
+        self.times = Some(n);
+        self
+    }
+
+    pub fn for_secs(mut self, secs: u64) -> Fault {
+        self.until = Some(Instant::now() + Duration::from_secs(secs));
+        self
+    }
+
+    pub fn path(mut self, p: &'static str) -> Fault {
+        self.path = Some(p);
+        self
+    }
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +80,10 @@ struct State {
     faults: Vec<Fault>,
     /// Requests seen per action, and how many were faulted.
     seen: Vec<(Action, bool)>,
+    /// When the last fault was injected.
+    last_fault: Option<Instant>,
+    /// Responses currently stalled mid-body.
+    stalled: usize,
 }
 
 pub struct Proxy {
@@ -84,6 +121,16 @@ impl Proxy {
         let all = s.seen.iter().filter(|(a, _)| *a == action);
         let faulted = s.seen.iter().filter(|(a, f)| *a == action && *f).count();
         (all.count(), faulted)
+    }
+
+    /// When the last fault was injected (`None`: never).
+    pub fn last_fault(&self) -> Option<Instant> {
+        self.state.lock().unwrap().last_fault
+    }
+
+    /// Responses stalled mid-body right now.
+    pub fn stalled(&self) -> usize {
+        self.state.lock().unwrap().stalled
     }
 }
 
@@ -158,7 +205,10 @@ fn serve(mut client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io
         let mut s = state.lock().unwrap();
         let now = Instant::now();
         let hit = s.faults.iter_mut().find(|f| {
-            f.action == action && f.until.is_none_or(|u| now < u) && f.times.is_none_or(|n| n > 0)
+            f.action == action
+                && f.until.is_none_or(|u| now < u)
+                && f.times.is_none_or(|n| n > 0)
+                && f.path.is_none_or(|p| path.contains(p))
         });
         let kind = hit.map(|f| {
             if let Some(n) = f.times.as_mut() {
@@ -167,6 +217,9 @@ fn serve(mut client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io
             f.kind
         });
         s.seen.push((action, kind.is_some()));
+        if kind.is_some() {
+            s.last_fault = Some(now);
+        }
         kind
     };
 
@@ -200,7 +253,10 @@ fn serve(mut client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io
             )?;
             return Ok(());
         }
-        Some(Kind::Latency(d)) => std::thread::sleep(d),
+        Some(Kind::Latency(d)) => {
+            std::thread::sleep(d);
+            state.lock().unwrap().last_fault = Some(Instant::now());
+        }
         _ => {}
     }
 
@@ -227,6 +283,21 @@ fn serve(mut client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io
         client.write_all(&resp[..cut])?;
         let _ = client.shutdown(std::net::Shutdown::Both);
         return Ok(());
+    }
+    if let Some(Kind::StallMidBody(d)) = fault {
+        let split = resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(resp.len(), |i| i + 4);
+        let cut = split + (resp.len() - split) / 2;
+        client.write_all(&resp[..cut])?;
+        client.flush()?;
+        state.lock().unwrap().stalled += 1;
+        std::thread::sleep(d);
+        state.lock().unwrap().stalled -= 1;
+        // The stall ends a fault: recovery is measured from here.
+        state.lock().unwrap().last_fault = Some(Instant::now());
+        return client.write_all(&resp[cut..]);
     }
     client.write_all(&resp)?;
     Ok(())
