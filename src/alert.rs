@@ -125,9 +125,11 @@ impl Alert {
         source: SourceRef,
     ) -> Alert {
         let text = |k: &str| e.str(k).map(str::to_owned);
+        // Records from files arrive compact (the splitter drops the white space
+        // between tokens), so they fit on one JSON line as they are.
         let record = raw
-            .map(compact_json)
-            .and_then(|s| RawValue::from_string(s).ok())
+            .and_then(|r| std::str::from_utf8(r).ok())
+            .and_then(|s| RawValue::from_string(s.to_owned()).ok())
             .unwrap_or_else(|| {
                 RawValue::from_string(e.record().to_string()).expect("serialised JSON is valid")
             });
@@ -187,20 +189,6 @@ impl Alert {
     }
 }
 
-/// The record's text without the white space between tokens, so that a record from a
-/// pretty-printed file fits on one JSON line while keeping its key order. Strings
-/// (and their escapes) are copied untouched.
-fn compact_json(raw: &[u8]) -> String {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut strings = crate::input::records::JsonStrings::default();
-    for &b in raw {
-        if strings.in_string(b) || !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-            out.push(b);
-        }
-    }
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
-
 /// A stable id: the same rule on the same event (and, for thresholds, the same group)
 /// always gives the same id, across processes and restarts, so consumers can drop
 /// duplicates from at-least-once delivery. Events are identified by `eventID`, or by
@@ -222,16 +210,11 @@ pub fn alert_id(rule: &Rule, d: &Detection, e: &Event) -> String {
         }
     }
     let digest = h.finalize();
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::compact_json;
-
-    #[test]
-    fn compaction_keeps_strings_and_order() {
-        let raw = b"{\n  \"b\": \"a  b\\\" c\",\r\n  \"a\": [1, 2]\n}";
-        assert_eq!(compact_json(raw), r#"{"b":"a  b\" c","a":[1,2]}"#);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(32);
+    for b in &digest[..16] {
+        id.push(HEX[usize::from(b >> 4)] as char);
+        id.push(HEX[usize::from(b & 15)] as char);
     }
+    id
 }

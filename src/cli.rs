@@ -150,6 +150,11 @@ pub struct ScanArgs {
     /// Reject (skip) a record whose arrays and objects nest deeper than this.
     #[arg(long, value_name = "LEVELS", default_value_t = crate::input::DEFAULT_MAX_NESTING_DEPTH)]
     pub max_nesting_depth: u32,
+    /// Files read at once, each by its own thread. Alerts keep the input order and
+    /// thresholds see the same event sequence whatever the number. Default: the
+    /// number of CPUs.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
     /// Files, directories, `-` (stdin) or s3://bucket/prefix.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<String>,
@@ -317,6 +322,11 @@ fn scan_cmd(args: ScanArgs) -> anyhow::Result<ExitCode> {
             max_nesting_depth: args.max_nesting_depth,
         },
         progress: true,
+        threads: args.threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            usize::from,
+        ),
+        join_rows: args.columns == output::Columns::DeletedKeys,
     };
     let stdout = std::io::stdout().lock();
     if args.columns == output::Columns::DeletedKeys && args.format != Format::Csv {

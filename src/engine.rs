@@ -45,6 +45,7 @@ pub struct Engine {
     today: (i32, u8, u8),
     /// Events that matched each rule's condition (before thresholds/suppression).
     matches: Vec<u64>,
+    scratch: Vec<usize>,
 }
 
 impl Engine {
@@ -69,6 +70,7 @@ impl Engine {
             options,
             today: crate::rules::today(),
             matches: vec![0; n],
+            scratch: Vec::new(),
         }
     }
 
@@ -98,6 +100,17 @@ impl Engine {
 
     /// Evaluates one event, appending what fired to `out`.
     pub fn evaluate(&mut self, e: &Event, out: &mut Vec<Detection>) {
+        let mut matched = std::mem::take(&mut self.scratch);
+        matched.clear();
+        self.matching(e, &mut matched);
+        self.apply(e, &matched, out);
+        self.scratch = matched;
+    }
+
+    /// The pure half of [`Engine::evaluate`]: the rules whose condition holds for
+    /// `e`, in rule order. It reads no windowed state, so reader threads run it
+    /// ahead of [`Engine::apply`] (each with its own engine over the same rules).
+    pub fn matching(&self, e: &Event, out: &mut Vec<usize>) {
         let name = match e.log_type() {
             crate::record::LogType::Cloudtrail => e.str("eventName"),
             crate::record::LogType::S3Access => None,
@@ -129,10 +142,17 @@ impl Engine {
                 }
                 (None, None) => break,
             };
-            let rule = &self.rules[i];
-            if !rule.matches(e, self.today) {
-                continue;
+            if self.rules[i].matches(e, self.today) {
+                out.push(i);
             }
+        }
+    }
+
+    /// The stateful half of [`Engine::evaluate`]: thresholds and suppression for
+    /// the rules `matched` (from [`Engine::matching`]), events in order.
+    pub fn apply(&mut self, e: &Event, matched: &[usize], out: &mut Vec<Detection>) {
+        for &i in matched {
+            let rule = &self.rules[i];
             self.matches[i] += 1;
             if self.options.ignore_thresholds {
                 out.push(Detection { rule: i, hit: None });

@@ -107,17 +107,15 @@ impl DeleteJoin {
     }
 
     /// The held alerts with their keys attached (when access logs were read).
-    pub fn finish_alerts(&self) -> Vec<Alert> {
-        self.held
-            .iter()
-            .map(|(id, a)| {
-                let mut a = a.clone();
-                if self.saw_access_log {
-                    attach(&mut a, self.keys.get(id).cloned().unwrap_or_default());
-                }
-                a
-            })
-            .collect()
+    /// One at a time, so that writing them does not hold a second copy of all.
+    pub fn finish_alerts(&self) -> impl Iterator<Item = Alert> + '_ {
+        self.held.iter().map(|(id, a)| {
+            let mut a = a.clone();
+            if self.saw_access_log {
+                attach(&mut a, self.keys.get(id).cloned().unwrap_or_default());
+            }
+            a
+        })
     }
 
     /// FULL OUTER JOIN rows: one per (alerted event, key); an alerted event without

@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use trailwatch::cli::{self, Cli, LogFormat};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRAILWATCH_LOG")

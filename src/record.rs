@@ -225,13 +225,71 @@ enum Body {
 struct Lazy {
     raw: Box<str>,
     /// (key, byte range of the value in `raw`, the value once parsed).
-    fields: Vec<(Box<str>, std::ops::Range<usize>, OnceLock<Value>)>,
+    fields: Vec<(KeyText, std::ops::Range<usize>, OnceLock<Value>)>,
+    /// For each of [`KNOWN_KEYS`]: 1 + the index of its (last) field, 0 if absent.
+    known: [u32; KNOWN_KEYS],
+}
+
+/// CloudTrail's documented top-level keys. A record's fields are found by number
+/// for these (rules look fields up many times per event), by comparing names for
+/// any other key.
+const KNOWN_KEYS: usize = 31;
+
+fn known_key(key: &str) -> Option<usize> {
+    Some(match key {
+        "eventVersion" => 0,
+        "userIdentity" => 1,
+        "eventTime" => 2,
+        "eventSource" => 3,
+        "eventName" => 4,
+        "awsRegion" => 5,
+        "sourceIPAddress" => 6,
+        "userAgent" => 7,
+        "errorCode" => 8,
+        "errorMessage" => 9,
+        "requestParameters" => 10,
+        "responseElements" => 11,
+        "additionalEventData" => 12,
+        "requestID" => 13,
+        "eventID" => 14,
+        "readOnly" => 15,
+        "resources" => 16,
+        "eventType" => 17,
+        "apiVersion" => 18,
+        "managementEvent" => 19,
+        "recipientAccountId" => 20,
+        "sharedEventID" => 21,
+        "vpcEndpointId" => 22,
+        "vpcEndpointAccountId" => 23,
+        "eventCategory" => 24,
+        "tlsDetails" => 25,
+        "sessionCredentialFromConsole" => 26,
+        "serviceEventDetails" => 27,
+        "insightDetails" => 28,
+        "edgeDeviceDetails" => 29,
+        "addendum" => 30,
+        _ => return None,
+    })
+}
+
+/// A top-level key: where it is in the text, or (rarely: it had escapes) its
+/// unescaped text. Keeping spans saves an allocation per field per record.
+#[derive(Debug, Clone)]
+enum KeyText {
+    Span(std::ops::Range<usize>),
+    Owned(Box<str>),
 }
 
 impl Lazy {
     fn find(&self, key: &str) -> Option<usize> {
+        if let Some(id) = known_key(key) {
+            return self.known[id].checked_sub(1).map(|i| i as usize);
+        }
         // The last occurrence wins, as when parsing into a map.
-        self.fields.iter().rposition(|(k, _, _)| &**k == key)
+        self.fields.iter().rposition(|(k, _, _)| match k {
+            KeyText::Span(r) => &self.raw[r.clone()] == key,
+            KeyText::Owned(k) => &**k == key,
+        })
     }
 
     fn value(&self, i: usize) -> &Value {
@@ -346,21 +404,35 @@ impl Event {
             return Err(RecordError::NotCloudTrail);
         }
         let base = text.as_ptr() as usize;
-        let fields = top
+        let fields: Vec<_> = top
             .0
             .into_iter()
             .map(|(k, v)| {
                 let start = v.get().as_ptr() as usize - base;
-                (
-                    k.into_owned().into_boxed_str(),
-                    start..start + v.get().len(),
-                    OnceLock::new(),
-                )
+                let key = match k {
+                    std::borrow::Cow::Borrowed(k) => {
+                        let at = k.as_ptr() as usize - base;
+                        KeyText::Span(at..at + k.len())
+                    }
+                    std::borrow::Cow::Owned(k) => KeyText::Owned(k.into_boxed_str()),
+                };
+                (key, start..start + v.get().len(), OnceLock::new())
             })
             .collect();
+        let mut known = [0u32; KNOWN_KEYS];
+        for (i, (k, _, _)) in fields.iter().enumerate() {
+            let name = match k {
+                KeyText::Span(r) => &text[r.clone()],
+                KeyText::Owned(k) => k,
+            };
+            if let (Some(id), Ok(n)) = (known_key(name), u32::try_from(i + 1)) {
+                known[id] = n;
+            }
+        }
         let lazy = Lazy {
             raw: text.into(),
             fields,
+            known,
         };
         let code = lazy
             .find("errorCode")
@@ -426,6 +498,14 @@ impl Event {
         match &self.body {
             Body::Tree(v) => v.get(key),
             Body::Lazy(l) => l.find(key).map(|i| l.value(i)),
+        }
+    }
+
+    /// The record's original text, when it was read from a log file.
+    pub fn raw_text(&self) -> Option<&str> {
+        match &self.body {
+            Body::Tree(_) => None,
+            Body::Lazy(l) => Some(&l.raw),
         }
     }
 

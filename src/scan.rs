@@ -11,8 +11,9 @@ use anyhow::Context;
 
 use crate::alert::{Alert, SourceRef};
 use crate::engine::{Detection, Engine, EngineOptions};
-use crate::input::{self, InputSpec, Item, Limits};
+use crate::input::{self, InputSpec, Item, Limits, Position};
 use crate::output::AlertWriter;
+use crate::record::{Event, RecordError};
 use crate::rules::{RuleSet, Severity};
 
 /// At most this many record errors are printed per file; all are counted.
@@ -29,6 +30,14 @@ pub struct ScanOptions {
     pub limits: Limits,
     /// Show a progress line (only when stderr is a terminal).
     pub progress: bool,
+    /// Threads: with more than one, files are read (each by its own thread) ahead
+    /// of the ordered alerting on the calling thread; 0 or 1 does everything on
+    /// the calling thread.
+    pub threads: usize,
+    /// The output wants the DeleteObjects join rows (`--columns deleted-keys`):
+    /// DeleteObjects alerts are held to the end even when no input looks like an
+    /// S3 server access log.
+    pub join_rows: bool,
 }
 
 /// What a scan did.
@@ -88,6 +97,35 @@ enum Object {
 }
 
 impl Object {
+    /// Where record `index` of this object comes from, for its alerts.
+    fn source(&self, index: u64) -> SourceRef {
+        match self {
+            Object::S3 { bucket, key } => SourceRef::object(bucket, key, index),
+            _ => SourceRef::file(&self.name(), index),
+        }
+    }
+
+    /// Whether the object may be an S3 server access log (those are named without
+    /// an extension); CloudTrail files end in `.json.gz`, exports in `.json`,
+    /// `.jsonl` or `.ndjson`.
+    fn may_be_access_log(&self) -> bool {
+        let name = match self {
+            Object::Local(p) => p.to_string_lossy().into_owned(),
+            Object::Stdin => return true,
+            Object::S3 { key, .. } => key.clone(),
+        };
+        ![
+            ".json.gz",
+            ".json",
+            ".jsonl",
+            ".ndjson",
+            ".jsonl.gz",
+            ".ndjson.gz",
+        ]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+    }
+
     fn name(&self) -> String {
         match self {
             Object::Local(p) => p.display().to_string(),
@@ -175,118 +213,44 @@ pub fn run(
         b
     });
 
-    let mut engine = Engine::new(rules, opts.engine);
-    let mut join = crate::join::DeleteJoin::default();
-    let mut detections: Vec<Detection> = Vec::new();
-    for obj in &objects {
-        let name = obj.name();
-        let reader: Box<dyn Read> = match obj {
-            Object::Local(p) => match std::fs::File::open(p) {
-                Ok(f) => Box::new(f),
-                Err(e) => {
-                    summary.files += 1;
-                    summary.files_failed += 1;
-                    writeln!(diag, "trailwatch: {name}: {e}")?;
+    // DeleteObjects alerts wait for the end of the scan, to carry the keys that
+    // access log lines name, only when an input may be an access log: memory stays
+    // flat for CloudTrail alone.
+    let hold_deletes = opts.join_rows || objects.iter().any(Object::may_be_access_log);
+    let mut c = Consumer {
+        engine: Engine::new(rules, opts.engine),
+        hold_deletes,
+        join: crate::join::DeleteJoin::default(),
+        detections: Vec::new(),
+        summary,
+        opts,
+        write_err: None,
+        shown: 0,
+        bar: bar.as_ref(),
+        started,
+    };
+    if opts.threads > 1 && objects.len() > 1 {
+        read_ahead(&mut c, rules, &objects, s3.as_ref(), out, diag)?;
+    } else {
+        for obj in &objects {
+            let name = obj.name();
+            let reader = match open(obj, s3.as_ref()) {
+                Ok(r) => r,
+                Err(msg) => {
+                    c.open_failed(&msg, diag)?;
                     continue;
                 }
-            },
-            Object::Stdin => Box::new(std::io::stdin().lock()),
-            Object::S3 { bucket, key } => {
-                let s3 = s3.as_ref().expect("built while listing");
-                match s3.rt.block_on(input::s3::open(&s3.client, bucket, key)) {
-                    Ok((body, _etag)) => Box::new(tokio_util::io::SyncIoBridge::new_with_handle(
-                        body.into_async_read(),
-                        s3.rt.handle().clone(),
-                    )),
-                    Err(e) => {
-                        summary.files += 1;
-                        summary.files_failed += 1;
-                        writeln!(diag, "trailwatch: {e:#}")?;
-                        continue;
-                    }
-                }
-            }
-        };
-        summary.files += 1;
-        let mut write_err: Option<std::io::Error> = None;
-        let mut shown = 0u64;
-        let result = input::read_events(reader, opts.limits, |item| match item {
-            Item::Bad { position, error } => {
-                shown += 1;
-                if shown <= RECORD_ERRORS_SHOWN {
-                    let _ = writeln!(diag, "trailwatch: {name}: {position}: {error}");
-                }
-            }
-            Item::Event { index, raw, event } => {
-                if opts.since_ms.is_some() || opts.until_ms.is_some() {
-                    let keep = event.time_ms().is_some_and(|t| {
-                        opts.since_ms.is_none_or(|s| t >= s) && opts.until_ms.is_none_or(|u| t < u)
-                    });
-                    if !keep {
-                        summary.filtered += 1;
-                        return;
-                    }
-                }
-                detections.clear();
-                engine.evaluate(&event, &mut detections);
-                let hold = join.observe(&event);
-                for d in &detections {
-                    let rule = &engine.rules()[d.rule];
-                    let source = match obj {
-                        Object::S3 { bucket, key } => SourceRef::object(bucket, key, index),
-                        _ => SourceRef::file(&name, index),
-                    };
-                    let alert = Alert::new(rule, d, &event, raw, source);
-                    summary.alerts += 1;
-                    *summary.alerts_by_rule.entry(rule.id.clone()).or_default() += 1;
-                    summary.max_severity = summary.max_severity.max(Some(rule.severity));
-                    if hold {
-                        let id = crate::join::delete_objects_request(&event)
-                            .unwrap_or_default()
-                            .to_owned();
-                        join.hold(&id, alert);
-                    } else if write_err.is_none() {
-                        if let Err(e) = out.write(&alert) {
-                            write_err = Some(e);
-                        }
-                    }
-                }
-            }
-        });
-        if let Some(e) = write_err {
-            return Err(e).context("writing alerts");
-        }
-        if shown > RECORD_ERRORS_SHOWN {
-            writeln!(
-                diag,
-                "trailwatch: {name}: {} more record errors not shown",
-                shown - RECORD_ERRORS_SHOWN
-            )?;
-        }
-        match result {
-            Ok(stats) => {
-                summary.records += stats.records;
-                summary.record_errors += stats.record_errors;
-                summary.bytes += stats.bytes;
-            }
-            Err(e) => {
-                summary.records += e.stats.records;
-                summary.record_errors += e.stats.record_errors;
-                summary.bytes += e.stats.bytes;
-                summary.files_failed += 1;
-                writeln!(diag, "trailwatch: {name}: {e}")?;
-            }
-        }
-        if let Some(b) = &bar {
-            b.inc(1);
-            let secs = started.elapsed().as_secs_f64().max(1e-9);
-            b.set_message(format!(
-                "{} records, {:.0} events/s",
-                summary.records,
-                summary.records as f64 / secs
-            ));
+            };
+            let result = input::read_events(reader, opts.limits, |item| match item {
+                Item::Bad { position, error } => c.bad(&name, position, &error, diag),
+                Item::Event { index, event, .. } => c.event(obj, index, &event, None, out),
+            });
+            c.end_file(&name, result, diag)?;
         }
     }
+    let Consumer {
+        mut summary, join, ..
+    } = c;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -299,4 +263,336 @@ pub fn run(
     out.flush().context("writing alerts")?;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Opens an object for reading; `Err` is the message to print.
+fn open(obj: &Object, s3: Option<&S3>) -> Result<Box<dyn Read + Send>, String> {
+    match obj {
+        Object::Local(p) => std::fs::File::open(p)
+            .map(|f| Box::new(f) as Box<dyn Read + Send>)
+            .map_err(|e| format!("trailwatch: {}: {e}", obj.name())),
+        Object::Stdin => Ok(Box::new(std::io::stdin())),
+        Object::S3 { bucket, key } => {
+            let s3 = s3.expect("built while listing");
+            match s3.rt.block_on(input::s3::open(&s3.client, bucket, key)) {
+                Ok((body, _etag)) => Ok(Box::new(tokio_util::io::SyncIoBridge::new_with_handle(
+                    body.into_async_read(),
+                    s3.rt.handle().clone(),
+                ))),
+                Err(e) => Err(format!("trailwatch: {e:#}")),
+            }
+        }
+    }
+}
+
+/// The ordered half of a scan: thresholds, suppression, the DeleteObjects join,
+/// alerts and the summary, fed one file after another in input order (by the
+/// calling thread, or by [`read_ahead`]'s reader threads).
+struct Consumer<'a> {
+    engine: Engine,
+    hold_deletes: bool,
+    join: crate::join::DeleteJoin,
+    detections: Vec<Detection>,
+    summary: Summary,
+    opts: &'a ScanOptions,
+    /// The first error writing alerts; the scan stops at the end of the file.
+    write_err: Option<std::io::Error>,
+    /// Record errors shown for the current file.
+    shown: u64,
+    bar: Option<&'a indicatif::ProgressBar>,
+    started: Instant,
+}
+
+impl Consumer<'_> {
+    fn open_failed(&mut self, msg: &str, diag: &mut dyn Write) -> std::io::Result<()> {
+        self.summary.files += 1;
+        self.summary.files_failed += 1;
+        writeln!(diag, "{msg}")
+    }
+
+    fn bad(&mut self, name: &str, position: Position, error: &RecordError, diag: &mut dyn Write) {
+        self.shown += 1;
+        if self.shown <= RECORD_ERRORS_SHOWN {
+            let _ = writeln!(diag, "trailwatch: {name}: {position}: {error}");
+        }
+    }
+
+    /// Whether `--since`/`--until` keep the event.
+    fn in_range(opts: &ScanOptions, event: &Event) -> bool {
+        if opts.since_ms.is_none() && opts.until_ms.is_none() {
+            return true;
+        }
+        event.time_ms().is_some_and(|t| {
+            opts.since_ms.is_none_or(|s| t >= s) && opts.until_ms.is_none_or(|u| t < u)
+        })
+    }
+
+    /// One event; `ahead` is what a reader thread already worked out: the rules
+    /// whose condition holds, and the alerts of the stateless ones among them.
+    fn event(
+        &mut self,
+        obj: &Object,
+        index: u64,
+        event: &Event,
+        ahead: Option<(&[usize], Vec<Alert>)>,
+        out: &mut dyn AlertWriter,
+    ) {
+        if !Self::in_range(self.opts, event) {
+            self.summary.filtered += 1;
+            return;
+        }
+        self.detections.clear();
+        let ahead_built = ahead.is_some();
+        let mut built = match ahead {
+            Some((m, built)) => {
+                self.engine.apply(event, m, &mut self.detections);
+                built
+            }
+            None => {
+                self.engine.evaluate(event, &mut self.detections);
+                Vec::new()
+            }
+        }
+        .into_iter();
+        let hold = self.join.observe(event) && self.hold_deletes;
+        let raw = event.raw_text().map(str::as_bytes);
+        for d in &self.detections {
+            let rule = &self.engine.rules()[d.rule];
+            let prebuilt = if ahead_built && stateless(rule, self.opts) {
+                built.next()
+            } else {
+                None
+            };
+            let alert = match prebuilt {
+                Some(a) => a,
+                None => Alert::new(rule, d, event, raw, obj.source(index)),
+            };
+            let s = &mut self.summary;
+            s.alerts += 1;
+            match s.alerts_by_rule.get_mut(&rule.id) {
+                Some(n) => *n += 1,
+                None => {
+                    s.alerts_by_rule.insert(rule.id.clone(), 1);
+                }
+            }
+            s.max_severity = s.max_severity.max(Some(rule.severity));
+            if hold {
+                let id = crate::join::delete_objects_request(event)
+                    .unwrap_or_default()
+                    .to_owned();
+                self.join.hold(&id, alert);
+            } else if self.write_err.is_none() {
+                if let Err(e) = out.write(&alert) {
+                    self.write_err = Some(e);
+                }
+            }
+        }
+    }
+
+    /// The end of a file: its counts or the error that stopped it.
+    fn end_file(
+        &mut self,
+        name: &str,
+        result: Result<input::StreamStats, input::StreamError>,
+        diag: &mut dyn Write,
+    ) -> anyhow::Result<()> {
+        let s = &mut self.summary;
+        s.files += 1;
+        if let Some(e) = self.write_err.take() {
+            return Err(e).context("writing alerts");
+        }
+        if self.shown > RECORD_ERRORS_SHOWN {
+            writeln!(
+                diag,
+                "trailwatch: {name}: {} more record errors not shown",
+                self.shown - RECORD_ERRORS_SHOWN
+            )?;
+        }
+        self.shown = 0;
+        match result {
+            Ok(stats) => {
+                s.records += stats.records;
+                s.record_errors += stats.record_errors;
+                s.bytes += stats.bytes;
+            }
+            Err(e) => {
+                s.records += e.stats.records;
+                s.record_errors += e.stats.record_errors;
+                s.bytes += e.stats.bytes;
+                s.files_failed += 1;
+                writeln!(diag, "trailwatch: {name}: {e}")?;
+            }
+        }
+        if let Some(b) = self.bar {
+            b.inc(1);
+            let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+            b.set_message(format!(
+                "{} records, {:.0} events/s",
+                s.records,
+                s.records as f64 / secs
+            ));
+        }
+        // A long scan crosses midnight: exceptions with an expiry date follow.
+        self.engine.refresh_clock();
+        Ok(())
+    }
+}
+
+/// What a reader thread hands over for one file, in order.
+enum Chunk {
+    Items(Vec<Pre>),
+    OpenFailed(String),
+    End(Result<input::StreamStats, input::StreamError>),
+}
+
+/// A record read (and matched against the rules' conditions) ahead of its turn.
+enum Pre {
+    Event {
+        index: u64,
+        event: Event,
+        matched: Vec<usize>,
+        /// The alerts of the matched rules that keep no state (no threshold, no
+        /// suppression): they fire whenever they match, so they are built here.
+        built: Vec<Alert>,
+    },
+    Bad {
+        position: Position,
+        error: RecordError,
+    },
+}
+
+/// Whether a rule fires on every match (nothing windowed decides), so that its
+/// alerts can be built ahead of their turn.
+fn stateless(rule: &crate::rules::Rule, opts: &ScanOptions) -> bool {
+    opts.engine.ignore_thresholds || (rule.threshold.is_none() && rule.suppress.is_none())
+}
+
+/// Records per chunk, and chunks a file may run ahead of the consumer: memory stays
+/// bounded by threads x `AHEAD` x `CHUNK` records whatever the file sizes.
+const CHUNK: usize = 128;
+const AHEAD: usize = 4;
+
+/// Several files at once: `opts.threads` reader threads each take the next file,
+/// then decompress, split, parse and match it against the rules' conditions (the
+/// pure, costly part), while this thread consumes the files strictly in input
+/// order. Thresholds, suppression, the join and the output therefore see exactly
+/// the sequence a single thread would: the output is identical.
+fn read_ahead(
+    c: &mut Consumer<'_>,
+    rules: &RuleSet,
+    objects: &[Object],
+    s3: Option<&S3>,
+    out: &mut dyn AlertWriter,
+    diag: &mut dyn Write,
+) -> anyhow::Result<()> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::mpsc::sync_channel;
+
+    let (txs, rxs): (Vec<_>, Vec<_>) = objects.iter().map(|_| sync_channel(AHEAD)).unzip();
+    let txs: Vec<Mutex<Option<std::sync::mpsc::SyncSender<Chunk>>>> =
+        txs.into_iter().map(|t| Mutex::new(Some(t))).collect();
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let opts = c.opts;
+    std::thread::scope(|scope| {
+        for _ in 0..(opts.threads - 1).clamp(1, objects.len()) {
+            scope.spawn(|| {
+                let engine = Engine::new(rules, opts.engine);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= objects.len() || stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let tx = txs[i]
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .take()
+                        .expect("each file is taken once");
+                    let reader = match open(&objects[i], s3) {
+                        Ok(r) => r,
+                        Err(msg) => {
+                            let _ = tx.send(Chunk::OpenFailed(msg));
+                            continue;
+                        }
+                    };
+                    let mut chunk = Vec::with_capacity(CHUNK);
+                    let mut gone = false;
+                    let result = input::read_events(reader, opts.limits, |item| {
+                        if gone {
+                            return;
+                        }
+                        chunk.push(match item {
+                            Item::Bad { position, error } => Pre::Bad { position, error },
+                            Item::Event { index, event, .. } => {
+                                let mut matched = Vec::new();
+                                let mut built = Vec::new();
+                                if Consumer::in_range(opts, &event) {
+                                    engine.matching(&event, &mut matched);
+                                    for &r in &matched {
+                                        let rule = &engine.rules()[r];
+                                        if stateless(rule, opts) {
+                                            let d = Detection { rule: r, hit: None };
+                                            let raw = event.raw_text().map(str::as_bytes);
+                                            let source = objects[i].source(index);
+                                            built.push(Alert::new(rule, &d, &event, raw, source));
+                                        }
+                                    }
+                                }
+                                Pre::Event {
+                                    index,
+                                    event,
+                                    matched,
+                                    built,
+                                }
+                            }
+                        });
+                        if chunk.len() == CHUNK {
+                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                            gone = tx.send(Chunk::Items(full)).is_err();
+                        }
+                    });
+                    if !gone && !chunk.is_empty() {
+                        gone = tx.send(Chunk::Items(chunk)).is_err();
+                    }
+                    if gone || tx.send(Chunk::End(result)).is_err() {
+                        // The consumer stopped (an output error): so do the readers.
+                        stop.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            });
+        }
+        let consumed = (|| -> anyhow::Result<()> {
+            for (obj, rx) in objects.iter().zip(&rxs) {
+                let name = obj.name();
+                // A reader holds the sender until the file's end: the loop ends there.
+                for chunk in rx {
+                    match chunk {
+                        Chunk::OpenFailed(msg) => c.open_failed(&msg, diag)?,
+                        Chunk::Items(items) => {
+                            for p in items {
+                                match p {
+                                    Pre::Bad { position, error } => {
+                                        c.bad(&name, position, &error, diag)
+                                    }
+                                    Pre::Event {
+                                        index,
+                                        event,
+                                        matched,
+                                        built,
+                                    } => c.event(obj, index, &event, Some((&matched, built)), out),
+                                }
+                            }
+                        }
+                        Chunk::End(result) => c.end_file(&name, result, diag)?,
+                    }
+                }
+            }
+            Ok(())
+        })();
+        stop.store(true, Ordering::Relaxed);
+        drop(rxs);
+        consumed
+    })
 }

@@ -196,3 +196,58 @@ fn the_rule_index_changes_nothing() {
     }
     assert!(fired > 1000, "the pack fires on the corpus: {fired}");
 }
+
+/// Reading files on several threads is only an optimisation: with the whole pack
+/// (thresholds included) over a generated corpus, a corrupt file and the seed, the
+/// alerts, their order and the summary are those of a single thread.
+#[test]
+fn threads_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("python3")
+        .arg(root().join("../shared/tools/gen_cloudtrail.py"))
+        .args(["--seed", "5", "--files", "6", "--records", "1500", "--out"])
+        .arg(dir.path().join("ct"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    write(
+        &dir.path().join("ct/zz-corrupt.json.gz"),
+        b"\x1f\x8b\x08\x00 not deflate",
+    );
+    let scan = |threads: &str| {
+        let (code, out, err) = run(trailwatch()
+            .args(["scan", "--threads", threads, "--rules"])
+            .arg(root().join("rules"))
+            .arg(dir.path().join("ct"))
+            .arg(seed()));
+        // The corrupt file makes the scan report an error.
+        assert_eq!(code, 2, "{err}");
+        let alerts: Vec<serde_json::Value> = jsonl(&out)
+            .into_iter()
+            .map(|mut a| {
+                a.as_object_mut().unwrap().remove("detected_at");
+                a
+            })
+            .collect();
+        // The summary without its timing.
+        let err: Vec<String> = err
+            .lines()
+            .map(|l| l.split(" in ").next().unwrap().to_owned())
+            .collect();
+        (alerts, err)
+    };
+    let one = scan("1");
+    assert!(one.0.len() > 1000, "the pack fires: {}", one.0.len());
+    assert!(
+        one.1.iter().any(|l| l.contains("zz-corrupt.json.gz")),
+        "{:?}",
+        one.1
+    );
+    assert!(one.0.iter().any(|a| a.get("threshold").is_some()));
+    let four = scan("4");
+    assert_eq!(one.1, four.1);
+    assert_eq!(one.0.len(), four.0.len());
+    for (a, b) in one.0.iter().zip(&four.0) {
+        assert_eq!(a, b);
+    }
+}

@@ -355,16 +355,42 @@ fn scenario(p: Plan) -> Row {
         bed.put("AWSLogs/poison-empty.json.gz", Vec::new());
     }
     if p.hostile {
-        // 60 MB of zeros inside a record, a few dozen KB of gzip; the cap is 32 MB.
-        let mut bomb = b"{\"Records\":[{\"eventName\":\"X\",\"pad\":\"".to_vec();
-        bomb.extend(std::iter::repeat_n(b'0', 60 << 20));
-        bomb.extend(b"\"}]}");
-        bed.put("AWSLogs/hostile-bomb.json.gz", gzip(&bomb));
+        // Compressed as a stream: neither the bomb nor the record is ever whole in
+        // memory here, and the worker must not hold them either.
+        let streamed = |head: &[u8], fill: u8, len: usize, tail: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(head).unwrap();
+            let block = vec![fill; 1 << 20];
+            for _ in 0..len >> 20 {
+                e.write_all(&block).unwrap();
+            }
+            e.write_all(tail).unwrap();
+            e.finish().unwrap()
+        };
+        // 300 MB of zeros inside a record, a few hundred KB of gzip; the cap is
+        // 256 MiB.
+        bed.put(
+            "AWSLogs/hostile-bomb.json.gz",
+            streamed(
+                b"{\"Records\":[{\"eventName\":\"X\",\"pad\":\"",
+                b'0',
+                300 << 20,
+                b"\"}]}",
+            ),
+        );
+        // One 100 MB record (under the decompression cap, over the record cap).
         let mut big = s3_event(9998, "DeleteObject", "x@example.com", None);
-        big["pad"] = "y".repeat(20 << 20).into();
+        big["pad"] = "".into();
+        let text = serde_json::to_string(&big).unwrap();
+        let (head, tail) = text.split_at(text.rfind("\"\"").unwrap() + 1);
         bed.put(
             "AWSLogs/hostile-big-record.json.gz",
-            gzip(&cloudtrail(&[big])),
+            streamed(
+                format!("{{\"Records\":[{head}").as_bytes(),
+                b'y',
+                100 << 20,
+                format!("{tail}]}}").as_bytes(),
+            ),
         );
         let deep = format!(
             "{{\"Records\":[{{\"eventName\":\"X\",\"a\":{}1{}}}]}}",
@@ -374,13 +400,18 @@ fn scenario(p: Plan) -> Row {
         bed.put("AWSLogs/hostile-deep.json.gz", gzip(deep.as_bytes()));
     }
     if p.duplicates {
+        // Each object again in a second message; every other one of those names
+        // its object twice.
         for n in 0..p.files {
-            bed.send(
-                &serde_json::json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3",
-                    "eventName": "ObjectCreated:Put",
-                    "s3": {"bucket": {"name": BUCKET}, "object": {"key": format!("AWSLogs/{n:05}.json.gz")}}}]})
-                .to_string(),
-            );
+            let record = serde_json::json!({"eventVersion": "2.1", "eventSource": "aws:s3",
+                "eventName": "ObjectCreated:Put",
+                "s3": {"bucket": {"name": BUCKET}, "object": {"key": format!("AWSLogs/{n:05}.json.gz")}}});
+            let records = if n % 2 == 0 {
+                vec![record.clone(), record]
+            } else {
+                vec![record]
+            };
+            bed.send(&serde_json::json!({ "Records": records }).to_string());
         }
     }
     let (code, out, err) = run(trailwatch()
@@ -406,7 +437,7 @@ fn scenario(p: Plan) -> Row {
     let mut cfg = bed.config(&rules, &sinks);
     if p.hostile {
         let text = std::fs::read_to_string(&cfg).unwrap()
-            + "\n[limits]\nmax_decompressed_bytes = 33554432\n";
+            + "\n[limits]\nmax_decompressed_bytes = 268435456\n";
         std::fs::write(&cfg, text).unwrap();
     }
     if !p.extra.is_empty() {
@@ -528,12 +559,21 @@ fn scenario(p: Plan) -> Row {
     }
 }
 
+fn full_form() -> bool {
+    std::env::var_os("TRAILWATCH_RELIABILITY_FULL").is_some()
+}
+
+/// How long the SNS and SQS outages last: the issue's minute in the full form.
+fn outage_secs() -> u64 {
+    if full_form() { 60 } else { 6 }
+}
+
 /// The scenario matrix. Every scenario must lose nothing and deliver no unexpected
 /// alert; raw redeliveries (the same id twice) are allowed and counted.
 #[test]
 fn nothing_is_lost_under_faults() {
     use Action::*;
-    let full = std::env::var_os("TRAILWATCH_RELIABILITY_FULL").is_some();
+    let full = full_form();
     let n = if full { 200 } else { 12 };
     let plans = vec![
         Plan::new("baseline, no faults", if full { 1000 } else { 20 }),
@@ -615,14 +655,28 @@ fn nothing_is_lost_under_faults() {
         },
         Plan {
             hostile: true,
-            ..Plan::new("gzip bomb, 20 MB record, deep nesting", n)
+            ..Plan::new("gzip bomb, 100 MB record, deep nesting", n)
         },
         Plan {
             inject: |p| {
-                p.add(Fault::on(Publish, Kind::Throttle).for_secs(6));
+                p.add(Fault::on(Publish, Kind::Throttle).for_secs(outage_secs()));
                 Publish
             },
-            ..Plan::new("SNS Publish throttled for 6 s", n)
+            ..Plan::new(
+                if full {
+                    "SNS Publish throttled for 60 s"
+                } else {
+                    "SNS Publish throttled for 6 s"
+                },
+                n,
+            )
+        },
+        Plan {
+            inject: |p| {
+                p.add(Fault::on(Publish, Kind::ServerError).ratio(0.5));
+                Publish
+            },
+            ..Plan::new("SNS Publish: half the calls failing", n)
         },
         Plan {
             webhook: true,
@@ -655,10 +709,17 @@ fn nothing_is_lost_under_faults() {
         },
         Plan {
             inject: |p| {
-                p.add(Fault::on(ReceiveMessage, Kind::ServerError).for_secs(6));
+                p.add(Fault::on(ReceiveMessage, Kind::ServerError).for_secs(outage_secs()));
                 ReceiveMessage
             },
-            ..Plan::new("SQS ReceiveMessage failing for 6 s", n)
+            ..Plan::new(
+                if full {
+                    "SQS ReceiveMessage failing for 60 s"
+                } else {
+                    "SQS ReceiveMessage failing for 6 s"
+                },
+                n,
+            )
         },
         Plan {
             run: Run::TwoWorkers,

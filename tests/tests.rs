@@ -18,3 +18,5 @@ mod reliability;
 mod access_logs;
 // `trailwatch run` against the emulator: intake, delivery guarantees, reloads.
 mod worker;
+// How soon the worker alerts on a new file (a measurement, run by scripts/bench).
+mod latency;

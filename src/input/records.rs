@@ -81,6 +81,9 @@ pub struct RecordSplitter<R> {
     max_record: usize,
     /// Deepest nesting seen in the value being captured.
     max_depth: u32,
+    /// Whether the last captured value spanned lines (its line breaks are dropped
+    /// from the copy).
+    multiline: bool,
 }
 
 impl<R: Read> RecordSplitter<R> {
@@ -97,6 +100,7 @@ impl<R: Read> RecordSplitter<R> {
             records: 0,
             max_record,
             max_depth: 0,
+            multiline: false,
         }
     }
 
@@ -147,8 +151,7 @@ impl<R: Read> RecordSplitter<R> {
                                 // The first value is itself a record: JSON lines when it
                                 // sits on one line, otherwise concatenated objects.
                                 let slot = self.capture(out)?;
-                                let one_line =
-                                    slot.oversized.is_none() && memchr(b'\n', out).is_none();
+                                let one_line = slot.oversized.is_none() && !self.multiline;
                                 self.state = if one_line && self.line_ends_here()? {
                                     State::Lines
                                 } else {
@@ -285,9 +288,7 @@ impl<R: Read> RecordSplitter<R> {
                     break;
                 }
             }
-            while out.last().is_some_and(|b| b.is_ascii_whitespace()) {
-                out.pop();
-            }
+            compact(out);
             let index = self.records;
             self.records += 1;
             let oversized = (size > self.max_record as u64).then_some(size);
@@ -307,6 +308,7 @@ impl<R: Read> RecordSplitter<R> {
     fn capture(&mut self, out: &mut Vec<u8>) -> Result<Slot, SplitError> {
         let offset = self.offset;
         self.max_depth = 0;
+        self.multiline = false;
         let size = self.capture_raw(out, self.max_record)?;
         let index = self.records;
         self.records += 1;
@@ -345,6 +347,10 @@ impl<R: Read> RecordSplitter<R> {
             }
             let chunk = &self.buf[self.pos..self.end];
             let mut i = 0;
+            // Start of the bytes not yet copied: white space between tokens is
+            // dropped, so records come out compact (ready to be an alert's `record`).
+            let mut seg = 0;
+            let mut newline = false;
             let mut done = false;
             while i < chunk.len() {
                 if in_str {
@@ -386,6 +392,13 @@ impl<R: Read> RecordSplitter<R> {
                 }
                 match b {
                     b'"' => in_str = true,
+                    b' ' | b'\t' | b'\r' | b'\n' => {
+                        newline |= b == b'\n';
+                        if size + (i as u64) <= cap as u64 {
+                            out.extend_from_slice(&chunk[seg..i]);
+                        }
+                        seg = i + 1;
+                    }
                     b'{' | b'[' => {
                         depth += 1;
                         self.max_depth = self.max_depth.max(depth);
@@ -403,8 +416,9 @@ impl<R: Read> RecordSplitter<R> {
                 i += 1;
             }
             if size + (i as u64) <= cap as u64 {
-                out.extend_from_slice(&chunk[..i]);
+                out.extend_from_slice(&chunk[seg..i]);
             }
+            self.multiline |= newline;
             size += i as u64;
             self.advance(i);
             if done {
@@ -592,6 +606,13 @@ fn show(b: u8) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn compaction_keeps_strings_and_order() {
+        let mut raw = b"{\n  \"b\": \"a  b\\\" c\",\r\n  \"a\": [1, 2]\n}".to_vec();
+        super::compact(&mut raw);
+        assert_eq!(raw, br#"{"b":"a  b\" c","a":[1,2]}"#);
+    }
+
     use super::*;
 
     /// Splits `input` fully; records as strings, then the final error if any.
@@ -616,6 +637,18 @@ mod tests {
         let (r, e) = split(r#"{"Records":[{"a":1},{"b":"}]{"}]}"#, 1000);
         assert_eq!(r, vec![r#"{"a":1}"#, r#"{"b":"}]{"}"#]);
         assert_eq!(e, None);
+    }
+
+    #[test]
+    fn records_come_out_compact_with_strings_untouched() {
+        let (r, e) = split(
+            "{\"Records\": [\n  {\n    \"a\": \"x  y\",\n    \"b\": [1, {\"c\" : null}]\n  }\n]}",
+            1000,
+        );
+        assert_eq!(r, vec![r#"{"a":"x  y","b":[1,{"c":null}]}"#]);
+        assert_eq!(e, None);
+        let (r, _) = split("{\"a\": \"x  y\"}\n{ \"b\" : 2 }\n", 1000);
+        assert_eq!(r, vec![r#"{"a":"x  y"}"#, r#"{"b":2}"#]);
     }
 
     #[test]
@@ -716,4 +749,11 @@ mod tests {
         assert_eq!(r[0].len(), big.len() + 8);
         assert_eq!(e, None);
     }
+}
+
+/// Drops the white space between JSON tokens in place (strings and their escapes are
+/// kept byte for byte), as [`RecordSplitter`] does while it captures a record.
+pub fn compact(json: &mut Vec<u8>) {
+    let mut strings = JsonStrings::default();
+    json.retain(|&b| strings.in_string(b) || !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
 }

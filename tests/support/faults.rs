@@ -45,6 +45,8 @@ pub struct Fault {
     pub until: Option<Instant>,
     /// Only requests whose path contains this (e.g. one object's key).
     pub path: Option<&'static str>,
+    /// Only this share of the matching requests, drawn at random.
+    pub ratio: Option<f64>,
 }
 
 impl Fault {
@@ -56,7 +58,13 @@ impl Fault {
             times: None,
             until: None,
             path: None,
+            ratio: None,
         }
+    }
+
+    pub fn ratio(mut self, r: f64) -> Fault {
+        self.ratio = Some(r);
+        self
     }
 
     pub fn times(mut self, n: u32) -> Fault {
@@ -209,6 +217,7 @@ fn serve(mut client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io
                 && f.until.is_none_or(|u| now < u)
                 && f.times.is_none_or(|n| n > 0)
                 && f.path.is_none_or(|p| path.contains(p))
+                && f.ratio.is_none_or(|r| fastrand::f64() < r)
         });
         let kind = hit.map(|f| {
             if let Some(n) = f.times.as_mut() {

@@ -1,0 +1,159 @@
+//! The stages of the hot path, one at a time, on one generated CloudTrail file of
+//! 10,000 records (~19 MB of JSON, ~3 MB of gzip): inflating, splitting records
+//! out of the stream, locating their top-level fields, matching the whole bundled
+//! rule pack, building alerts, and the whole file end to end. Throughput is in
+//! bytes of JSON, so the stages compare directly with each other and with `zcat`.
+//!
+//! `cargo bench` (the corpus is generated into `target/bench-data` on first use).
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use trailwatch::alert::{Alert, SourceRef};
+use trailwatch::engine::{Engine, EngineOptions};
+use trailwatch::input::records::RecordSplitter;
+use trailwatch::input::{Item, Limits, read_events};
+use trailwatch::record::Event;
+use trailwatch::rules::{RuleSet, Strictness};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One gzip file of the shared generator's corpus.
+fn gz_file() -> Vec<u8> {
+    let dir = root().join("target/bench-data");
+    if !dir.join("complete").exists() {
+        let status = std::process::Command::new("python3")
+            .arg(root().join("../shared/tools/gen_cloudtrail.py"))
+            .args([
+                "--seed",
+                "1",
+                "--files",
+                "1",
+                "--records",
+                "10000",
+                "--quiet",
+                "--out",
+            ])
+            .arg(&dir)
+            .status()
+            .expect("python3 runs the corpus generator");
+        assert!(status.success());
+        std::fs::write(dir.join("complete"), "").unwrap();
+    }
+    let file = trailwatch::input::local_files(&dir)
+        .unwrap()
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".json.gz"))
+        .expect("a generated file");
+    std::fs::read(file).unwrap()
+}
+
+fn gunzip(gz: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(gz)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+fn records(json: &[u8]) -> Vec<Vec<u8>> {
+    let mut split = RecordSplitter::new(json, 1 << 20);
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    while split.next_into(&mut buf).unwrap().is_some() {
+        out.push(buf.clone());
+    }
+    out
+}
+
+fn stages(c: &mut Criterion) {
+    let gz = gz_file();
+    let json = gunzip(&gz);
+    let recs = records(&json);
+    let rules = RuleSet::load(&root().join("rules"), Strictness::Run).unwrap();
+    let mut g = c.benchmark_group("stages");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(json.len() as u64));
+
+    g.bench_function("inflate", |b| b.iter(|| gunzip(&gz).len()));
+    g.bench_function("split", |b| b.iter(|| records(&json).len()));
+    g.bench_function("locate fields", |b| {
+        b.iter(|| recs.iter().map(|r| Event::parse(r).unwrap()).count())
+    });
+    // Matching parses the fields rules look at: each run starts from fresh events.
+    let fresh = || -> Vec<Event> { recs.iter().map(|r| Event::parse(r).unwrap()).collect() };
+    g.bench_function("match the rule pack", |b| {
+        b.iter_batched(
+            fresh,
+            |events| {
+                let mut engine = Engine::new(&rules, EngineOptions::default());
+                let mut out = Vec::new();
+                let mut n = 0;
+                for e in &events {
+                    out.clear();
+                    engine.evaluate(e, &mut out);
+                    n += out.len();
+                }
+                n
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    // The detections of the pack, turned into alerts and serialised as JSON lines.
+    let events = fresh();
+    let mut engine = Engine::new(&rules, EngineOptions::default());
+    let mut detections = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let mut out = Vec::new();
+        engine.evaluate(e, &mut out);
+        detections.extend(out.into_iter().map(|d| (i, d)));
+    }
+    g.bench_function("build and write alerts", |b| {
+        b.iter(|| {
+            let mut sink = Vec::with_capacity(64 << 20);
+            for (i, d) in &detections {
+                let e = &events[*i];
+                let a = Alert::new(
+                    &engine.rules()[d.rule],
+                    d,
+                    e,
+                    e.raw_text().map(str::as_bytes),
+                    SourceRef::file("bench.json.gz", *i as u64),
+                );
+                serde_json::to_writer(&mut sink, &a).unwrap();
+                sink.push(b'\n');
+            }
+            sink.len()
+        })
+    });
+    g.bench_function("whole file, no alerts built", |b| {
+        b.iter(|| {
+            let mut engine = Engine::new(&rules, EngineOptions::default());
+            let mut out = Vec::new();
+            let mut n = 0;
+            read_events(&gz[..], Limits::default(), |item| {
+                if let Item::Event { event, .. } = item {
+                    out.clear();
+                    engine.evaluate(&event, &mut out);
+                    n += out.len();
+                }
+            })
+            .unwrap();
+            n
+        })
+    });
+    g.finish();
+    println!(
+        "file: {} records, {:.1} MB of JSON, {:.1} MB gzip; the pack fires {} detections",
+        recs.len(),
+        json.len() as f64 / 1e6,
+        gz.len() as f64 / 1e6,
+        detections.len()
+    );
+}
+
+criterion_group!(benches, stages);
+criterion_main!(benches);
