@@ -169,7 +169,10 @@ pub struct SinkConfig {
     /// Only alerts at or above this severity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_severity: Option<Severity>,
-    /// Attempts per delivery before the file is given up for redelivery. Default 6.
+    /// Attempts per delivery round (0.5 s doubling to 20 s between them). After a
+    /// failed round the worker logs the error, counts `SinkErrors` and starts
+    /// another, holding the file's message, until delivery succeeds or the worker
+    /// stops. Default 6.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
     /// `webhook`: timeout per request. Default "10s".

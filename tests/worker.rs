@@ -394,6 +394,57 @@ fn webhook_is_retried_until_it_accepts() {
     assert_eq!(bed.depth(&bed.queue), 0);
 }
 
+/// A sink outage longer than a round of attempts holds the message: with
+/// maxReceiveCount 1, a release and a second receive would send the file to the
+/// dead-letter queue.
+#[test]
+fn a_sink_outage_holds_the_message() {
+    let bed = Bed::new(1);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = bodies.clone();
+    std::thread::spawn(move || {
+        let mut first = None;
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let body = read_http_body(&mut conn);
+            let t0 = *first.get_or_insert_with(std::time::Instant::now);
+            // Down for 5 s: longer than two rounds of two attempts.
+            let status = if t0.elapsed() < std::time::Duration::from_secs(5) {
+                "503 Service Unavailable"
+            } else {
+                seen.lock().unwrap().push(body);
+                "200 OK"
+            };
+            let _ = conn.write_all(
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+        }
+    });
+    bed.put("AWSLogs/1.json.gz", delete_file(1, "held@example.com"));
+    let cfg = bed.config(
+        &root().join("rules/s3-sso-object-delete.toml"),
+        &format!("\n[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\nmax_attempts = 2\n"),
+    );
+    let mut w = bed.spawn(&cfg, &["--until-idle", "3s"]);
+    assert_eq!(bed.wait_exit(&mut w, 90), 0, "{}", bed.log());
+    assert_eq!(bodies.lock().unwrap().len(), 1, "{}", bed.log());
+    let log = bed.log();
+    assert!(
+        log.contains("the file's message is held and delivery retried"),
+        "{log}"
+    );
+    assert_eq!(
+        (bed.depth(&bed.queue), bed.depth(&bed.dlq)),
+        (0, 0),
+        "{log}"
+    );
+    // Received once: the file sink has the alert once.
+    assert_eq!(bed.alerts().len(), 1);
+}
+
 fn http_get(port: u16, path: &str) -> String {
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();

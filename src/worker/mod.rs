@@ -69,6 +69,8 @@ pub(crate) struct State {
     /// Receipt handles of messages being processed, by message id, with their queue,
     /// so that messages still unfinished when the grace period ends can be released.
     inflight: Mutex<HashMap<String, (String, String)>>,
+    /// Set when shutdown begins: deliveries stop retrying a failing sink.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// One queue and its key filters.
@@ -180,6 +182,7 @@ pub async fn run_with(
             max_nesting_depth: cfg.limits.max_nesting_depth,
         },
         inflight: Mutex::new(HashMap::new()),
+        stopping: std::sync::atomic::AtomicBool::new(false),
         cfg,
     });
     state.health.set_rules_loaded(true);
@@ -424,6 +427,9 @@ async fn intake(
     }
 
     // Drain: let in-flight files finish within the grace period.
+    state
+        .stopping
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     if !tasks.is_empty() {
         tracing::info!(in_flight = tasks.len(), grace = ?src.shutdown_grace, "stopping: finishing in-flight files");
     }

@@ -17,8 +17,8 @@ use crate::alert::{Alert, SourceRef};
 use crate::engine::{Detection, Engine};
 use crate::input::{self, Item, Limits};
 use crate::join::{DeletedKey, PendingJoin};
-use crate::metrics::{Counter, Metrics, StatSet};
-use crate::sinks::{Sink, SinkError};
+use crate::metrics::{Counter, StatSet};
+use crate::sinks::SinkError;
 
 /// Alerts are handed from the reading thread to delivery through a bounded channel,
 /// so a file with many alerts never holds them all in memory.
@@ -191,7 +191,7 @@ async fn object(state: &State, obj: &ObjectRef) -> Result<(), ObjectError> {
     let reading = tokio::task::spawn_blocking(move || {
         evaluate(reader, limits, &engine, &pending, &b2, &k2, &tx)
     });
-    let delivering = deliver(rx, &state.sinks, &state.metrics, &cancel);
+    let delivering = deliver(rx, state, &cancel);
     let (read_result, delivered) = tokio::join!(reading, delivering);
 
     let read = read_result.map_err(|e| ObjectError::Task {
@@ -200,7 +200,6 @@ async fn object(state: &State, obj: &ObjectRef) -> Result<(), ObjectError> {
         message: e.to_string(),
     })?;
     if let Err(error) = delivered {
-        state.metrics.add(Counter::SinkErrors, 1);
         return Err(ObjectError::Deliver { bucket, key, error });
     }
     let counts = read.counts;
@@ -345,22 +344,39 @@ fn evaluate(
 }
 
 /// The async half: batches of alerts to every sink, in order.
+///
+/// A sink that stays down past its `max_attempts` is an outage, not a bad file: the
+/// delivery is retried (the message stays invisible through the heartbeat, and
+/// files waiting on the sink hold their permits, so intake pauses) until it
+/// succeeds or the worker stops. Releasing the message instead would spend one of
+/// its receives per attempt round and send good files to the dead-letter queue
+/// during a long outage.
 async fn deliver(
     mut rx: mpsc::Receiver<Arc<Alert>>,
-    sinks: &[Sink],
-    metrics: &Metrics,
+    state: &State,
     cancel: &AtomicBool,
 ) -> Result<(), SinkError> {
+    let metrics = &state.metrics;
     let mut batch = Vec::with_capacity(DELIVERY_BATCH);
     loop {
         if rx.recv_many(&mut batch, DELIVERY_BATCH).await == 0 {
             return Ok(());
         }
-        for sink in sinks {
-            if let Err(e) = sink.deliver(&batch).await {
-                // Stop reading the file: its message will be redelivered anyway.
-                cancel.store(true, Ordering::SeqCst);
-                return Err(e);
+        for sink in &state.sinks {
+            let mut round = 0;
+            while let Err(e) = sink.deliver(&batch).await {
+                metrics.add(Counter::SinkErrors, 1);
+                if state.stopping.load(Ordering::SeqCst) {
+                    // Stop reading the file: its message is released for another
+                    // worker (or this one after a restart).
+                    cancel.store(true, Ordering::SeqCst);
+                    return Err(e);
+                }
+                round += 1;
+                let wait = crate::sinks::backoff(round + 1);
+                tracing::error!(sink = %sink.name, error = %e, round, retry_in = ?wait,
+                    "alert delivery failed; the file's message is held and delivery retried");
+                tokio::time::sleep(wait).await;
             }
         }
         for a in &batch {
