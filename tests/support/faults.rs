@@ -25,6 +25,9 @@ pub enum Action {
 pub enum Kind {
     /// Forward after a delay.
     Latency(Duration),
+    /// Wait, then close the connection without forwarding: the request never
+    /// reaches the service (a client killed meanwhile leaves no trace).
+    Hang(Duration),
     /// HTTP 500 without forwarding.
     ServerError,
     /// The service's throttling error (HTTP 400 `Throttling` / SQS `RequestThrottled`).
@@ -129,6 +132,11 @@ impl Proxy {
         let all = s.seen.iter().filter(|(a, _)| *a == action);
         let faulted = s.seen.iter().filter(|(a, f)| *a == action && *f).count();
         (all.count(), faulted)
+    }
+
+    /// Removes every fault still armed.
+    pub fn clear(&self) {
+        self.state.lock().unwrap().faults.clear();
     }
 
     /// When the last fault was injected (`None`: never).
@@ -260,6 +268,12 @@ fn serve(mut client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io
                 "HTTP/1.1 400 Bad Request\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             )?;
+            return Ok(());
+        }
+        Some(Kind::Hang(d)) => {
+            std::thread::sleep(d);
+            state.lock().unwrap().last_fault = Some(Instant::now());
+            let _ = client.shutdown(std::net::Shutdown::Both);
             return Ok(());
         }
         Some(Kind::Latency(d)) => {
