@@ -97,11 +97,12 @@ enum Object {
 }
 
 impl Object {
-    /// Where record `index` of this object comes from, for its alerts.
-    fn source(&self, index: u64) -> SourceRef {
+    /// Where record `index` of this object (called `name`) comes from, for its
+    /// alerts.
+    fn source(&self, name: &str, index: u64) -> SourceRef {
         match self {
             Object::S3 { bucket, key } => SourceRef::object(bucket, key, index),
-            _ => SourceRef::file(&self.name(), index),
+            _ => SourceRef::file(name, index),
         }
     }
 
@@ -243,7 +244,7 @@ pub fn run(
             };
             let result = input::read_events(reader, opts.limits, |item| match item {
                 Item::Bad { position, error } => c.bad(&name, position, &error, diag),
-                Item::Event { index, event, .. } => c.event(obj, index, &event, None, out),
+                Item::Event { index, event, .. } => c.event(obj, &name, index, &event, None, out),
             });
             c.end_file(&name, result, diag)?;
         }
@@ -332,6 +333,7 @@ impl Consumer<'_> {
     fn event(
         &mut self,
         obj: &Object,
+        name: &str,
         index: u64,
         event: &Event,
         ahead: Option<(&[usize], Vec<Alert>)>,
@@ -365,7 +367,7 @@ impl Consumer<'_> {
             };
             let alert = match prebuilt {
                 Some(a) => a,
-                None => Alert::new(rule, d, event, raw, obj.source(index)),
+                None => Alert::new(rule, d, event, raw, obj.source(name, index)),
             };
             let s = &mut self.summary;
             s.alerts += 1;
@@ -509,6 +511,7 @@ fn read_ahead(
                         .unwrap_or_else(|e| e.into_inner())
                         .take()
                         .expect("each file is taken once");
+                    let name = objects[i].name();
                     let reader = match open(&objects[i], s3) {
                         Ok(r) => r,
                         Err(msg) => {
@@ -534,7 +537,7 @@ fn read_ahead(
                                         if stateless(rule, opts) {
                                             let d = Detection { rule: r, hit: None };
                                             let raw = event.raw_text().map(str::as_bytes);
-                                            let source = objects[i].source(index);
+                                            let source = objects[i].source(&name, index);
                                             built.push(Alert::new(rule, &d, &event, raw, source));
                                         }
                                     }
@@ -581,7 +584,14 @@ fn read_ahead(
                                         event,
                                         matched,
                                         built,
-                                    } => c.event(obj, index, &event, Some((&matched, built)), out),
+                                    } => c.event(
+                                        obj,
+                                        &name,
+                                        index,
+                                        &event,
+                                        Some((&matched, built)),
+                                        out,
+                                    ),
                                 }
                             }
                         }

@@ -119,13 +119,7 @@ fn panther_corpus_scans_cleanly() {
 #[test]
 fn generated_corpus_scans_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new("python3")
-        .arg(root().join("../shared/tools/gen_cloudtrail.py"))
-        .args(["--seed", "7", "--files", "3", "--records", "400", "--out"])
-        .arg(dir.path().join("ct"))
-        .status()
-        .expect("python3 runs the generator");
-    assert!(status.success());
+    generate(7, 3, 400, &dir.path().join("ct"));
     write(
         &dir.path().join("rules/idc.toml"),
         "id = \"idc\"\ntitle = \"{actor.name}\"\nseverity = \"info\"\n[match]\n\"actor.kind\" = \"identity_center_user\"\n\"actor.name\" = { exists = true }\n",
@@ -155,13 +149,7 @@ fn the_rule_index_changes_nothing() {
     use trailwatch::input::{Item, Limits, read_events};
 
     let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new("python3")
-        .arg(root().join("../shared/tools/gen_cloudtrail.py"))
-        .args(["--seed", "3", "--files", "2", "--records", "2000", "--out"])
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    generate(3, 2, 2000, &dir.path());
     let set =
         trailwatch::rules::RuleSet::load(&root().join("rules"), trailwatch::rules::Strictness::Run)
             .unwrap();
@@ -203,13 +191,7 @@ fn the_rule_index_changes_nothing() {
 #[test]
 fn threads_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new("python3")
-        .arg(root().join("../shared/tools/gen_cloudtrail.py"))
-        .args(["--seed", "5", "--files", "6", "--records", "1500", "--out"])
-        .arg(dir.path().join("ct"))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    generate(5, 6, 1500, &dir.path().join("ct"));
     write(
         &dir.path().join("ct/zz-corrupt.json.gz"),
         b"\x1f\x8b\x08\x00 not deflate",

@@ -25,17 +25,7 @@ const RECORDS: usize = 3400;
 #[ignore = "a measurement; run by scripts/bench --worker"]
 fn worker_latency() {
     let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new("python3")
-        .arg(root().join("../shared/tools/gen_cloudtrail.py"))
-        .args(["--seed", "11", "--quiet", "--files"])
-        .arg(DISTINCT.to_string())
-        .arg("--records")
-        .arg(RECORDS.to_string())
-        .arg("--out")
-        .arg(dir.path())
-        .status()
-        .expect("python3 runs the generator");
-    assert!(status.success());
+    generate(11, DISTINCT, RECORDS, dir.path());
     let bases: Vec<serde_json::Value> = trailwatch::input::local_files(dir.path())
         .unwrap()
         .iter()

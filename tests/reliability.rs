@@ -6,7 +6,7 @@
 //! form (more files) and prints the table.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::io::{Read, Seek, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Child;
@@ -231,7 +231,7 @@ impl Hook {
                 *r.lock().unwrap() = Some(t0 + HOOK_503 + HOOK_HANG);
                 let (i, f) = (i.clone(), f.clone());
                 std::thread::spawn(move || {
-                    let body = read_body(&mut conn);
+                    let body = read_http_body(&mut conn);
                     let age = t0.elapsed();
                     if age < HOOK_503 {
                         *f.lock().unwrap() += 1;
@@ -261,29 +261,6 @@ impl Hook {
             recovered,
         }
     }
-}
-
-fn read_body(conn: &mut std::net::TcpStream) -> String {
-    let mut r = BufReader::new(conn.try_clone().unwrap());
-    let mut len = 0;
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return String::new();
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; len];
-    let _ = r.read_exact(&mut body);
-    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// A rule file with invalid TOML, and one with a regex that does not compile.

@@ -298,21 +298,13 @@ fn serve(mut client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io
     let mut resp = Vec::new();
     up.read_to_end(&mut resp)?;
     if fault == Some(Kind::ResetMidBody) {
-        let split = resp
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(resp.len(), |i| i + 4);
-        let cut = split + (resp.len() - split) / 2;
+        let cut = mid_body(&resp);
         client.write_all(&resp[..cut])?;
         let _ = client.shutdown(std::net::Shutdown::Both);
         return Ok(());
     }
     if let Some(Kind::StallMidBody(d)) = fault {
-        let split = resp
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(resp.len(), |i| i + 4);
-        let cut = split + (resp.len() - split) / 2;
+        let cut = mid_body(&resp);
         client.write_all(&resp[..cut])?;
         client.flush()?;
         state.lock().unwrap().stalled += 1;
@@ -324,4 +316,13 @@ fn serve(mut client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io
     }
     client.write_all(&resp)?;
     Ok(())
+}
+
+/// The offset halfway through a response's body (past its head).
+fn mid_body(resp: &[u8]) -> usize {
+    let body = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(resp.len(), |i| i + 4);
+    body + (resp.len() - body) / 2
 }

@@ -7,7 +7,7 @@ pub mod faults;
 pub mod moto;
 pub mod worker;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -111,4 +111,45 @@ pub fn s3_event(n: usize, name: &str, user: &str, error: Option<&str>) -> serde_
         v["errorMessage"] = "Access Denied".into();
     }
     v
+}
+
+/// Reads one HTTP request from a test server's connection and returns its body.
+pub fn read_http_body(conn: &mut std::net::TcpStream) -> String {
+    let mut r = BufReader::new(conn.try_clone().unwrap());
+    let mut len = 0;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return String::new();
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; len];
+    let _ = r.read_exact(&mut body);
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// Runs the shared CloudTrail generator: `files` gzip files of `records` records,
+/// seeded, into `out`.
+pub fn generate(seed: u32, files: usize, records: usize, out: &Path) {
+    let status = Command::new("python3")
+        .arg(root().join("../shared/tools/gen_cloudtrail.py"))
+        .args(["--quiet", "--seed", &seed.to_string()])
+        .args([
+            "--files",
+            &files.to_string(),
+            "--records",
+            &records.to_string(),
+        ])
+        .arg("--out")
+        .arg(out)
+        .status()
+        .expect("python3 runs the generator");
+    assert!(status.success());
 }
