@@ -120,7 +120,6 @@ fn stages(c: &mut Criterion) {
                     &engine.rules()[d.rule],
                     d,
                     e,
-                    e.raw_text().map(str::as_bytes),
                     SourceRef::file("bench.json.gz", *i as u64),
                 );
                 serde_json::to_writer(&mut sink, &a).unwrap();

@@ -1,6 +1,8 @@
 //! The alert a detection becomes: the record it fired on, who did it, and where the
 //! record came from, with a deterministic id.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -103,8 +105,9 @@ pub struct Alert {
     pub deleted_keys: Option<Vec<crate::join::DeletedKey>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
-    /// The raw record, byte for byte when it came from a file.
-    pub record: Box<RawValue>,
+    /// The raw record as read from its file (with the white space between tokens
+    /// dropped), shared with the event and the event's other alerts.
+    pub record: Arc<RawValue>,
 }
 
 impl PartialEq for Alert {
@@ -116,23 +119,12 @@ impl PartialEq for Alert {
 impl Eq for Alert {}
 
 impl Alert {
-    /// Builds the alert for `d` on `e`. `raw` is the record's original text when known.
-    pub fn new(
-        rule: &Rule,
-        d: &Detection,
-        e: &Event,
-        raw: Option<&[u8]>,
-        source: SourceRef,
-    ) -> Alert {
+    /// Builds the alert for `d` on `e`.
+    pub fn new(rule: &Rule, d: &Detection, e: &Event, source: SourceRef) -> Alert {
         let text = |k: &str| e.str(k).map(str::to_owned);
         // Records from files arrive compact (the splitter drops the white space
         // between tokens), so they fit on one JSON line as they are.
-        let record = raw
-            .and_then(|r| std::str::from_utf8(r).ok())
-            .and_then(|s| RawValue::from_string(s.to_owned()).ok())
-            .unwrap_or_else(|| {
-                RawValue::from_string(e.record().to_string()).expect("serialised JSON is valid")
-            });
+        let record = e.record_json();
         let threshold = d
             .hit
             .as_ref()

@@ -50,8 +50,18 @@ pub struct Engine {
 
 impl Engine {
     /// An engine over the enabled rules of `set`.
+    ///
+    /// The engine keeps no rule tests: their events are only for `rules test`, and
+    /// with every reader thread holding an engine they would cost memory many times.
     pub fn new(set: &RuleSet, options: EngineOptions) -> Engine {
-        Engine::from_rules(set.enabled().cloned().collect(), options)
+        let rules = set
+            .enabled()
+            .map(|r| Rule {
+                tests: Vec::new(),
+                ..r.clone()
+            })
+            .collect();
+        Engine::from_rules(rules, options)
     }
 
     pub fn from_rules(rules: Vec<Rule>, options: EngineOptions) -> Engine {

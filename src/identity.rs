@@ -75,22 +75,60 @@ pub struct Actor {
 /// The prefix IAM Identity Center gives the roles it provisions for permission sets.
 const SSO_ROLE_PREFIX: &str = "AWSReservedSSO_";
 
-fn s<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    let mut cur = v;
-    for k in path {
-        cur = cur.get(k)?;
+/// A scalar at a path of object keys in a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaf<'a> {
+    Str(&'a str),
+    Bool(bool),
+    /// A number, an object or an array: nothing identity reads.
+    Other,
+}
+
+/// How identity reads a record. A record read from a file answers from its text
+/// (no tree is built for `userIdentity`, which every alert normalises); a tree
+/// answers from the tree.
+pub trait Fields<'a> {
+    /// The value at `path` (object keys, starting at the top level; arrays are not
+    /// crossed), `None` when absent or `null`.
+    fn leaf(&self, path: &[&str]) -> Option<Leaf<'a>>;
+    /// A top-level field as a tree, for the rare reads that need one.
+    fn tree(&self, key: &str) -> Option<&'a Value>;
+}
+
+impl<'a> Fields<'a> for &'a Value {
+    fn leaf(&self, path: &[&str]) -> Option<Leaf<'a>> {
+        let mut cur: &'a Value = self;
+        for k in path {
+            cur = cur.get(k)?;
+        }
+        Some(match cur {
+            Value::Null => return None,
+            Value::String(s) => Leaf::Str(s),
+            Value::Bool(b) => Leaf::Bool(*b),
+            _ => Leaf::Other,
+        })
     }
-    cur.as_str().filter(|x| !x.is_empty())
+
+    fn tree(&self, key: &str) -> Option<&'a Value> {
+        self.get(key)
+    }
+}
+
+fn s<'a>(r: &dyn Fields<'a>, path: &[&str]) -> Option<&'a str> {
+    match r.leaf(path)? {
+        Leaf::Str(x) if !x.is_empty() => Some(x),
+        _ => None,
+    }
 }
 
 /// `"true"`/`true` → true, `"false"`/`false` → false (CloudTrail uses both forms).
-fn flag(v: Option<&Value>) -> Option<bool> {
+fn flag(v: Option<Leaf<'_>>) -> Option<bool> {
     match v? {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("yes") => {
+        Leaf::Bool(b) => Some(b),
+        Leaf::Str(s) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("yes") => {
             Some(true)
         }
-        Value::String(s) if s.eq_ignore_ascii_case("false") || s.eq_ignore_ascii_case("no") => {
+        Leaf::Str(s) if s.eq_ignore_ascii_case("false") || s.eq_ignore_ascii_case("no") => {
             Some(false)
         }
         _ => None,
@@ -131,8 +169,8 @@ pub fn permission_set(role: &str) -> Option<&str> {
 
 /// The user name of an `IdentityCenterUser` call, which AWS places in
 /// `additionalEventData` (the key's capitalisation has varied).
-fn identity_center_user_name<'a>(top: &dyn Fn(&str) -> Option<&'a Value>) -> Option<&'a str> {
-    let extra = top("additionalEventData")?.as_object()?;
+fn identity_center_user_name<'a>(r: &dyn Fields<'a>) -> Option<&'a str> {
+    let extra = r.tree("additionalEventData")?.as_object()?;
     extra
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("userName"))
@@ -143,27 +181,22 @@ fn identity_center_user_name<'a>(top: &dyn Fn(&str) -> Option<&'a Value>) -> Opt
 /// Normalises the principal of one CloudTrail record. Never fails: what cannot be
 /// determined stays `None`, and an unrecognised `type` is `unknown`.
 pub fn actor(record: &Value) -> Actor {
-    actor_with(&|k| record.get(k))
+    actor_with(&record)
 }
 
-/// [`actor`] over a record's top-level fields, however they are stored.
-pub fn actor_with<'a>(top: &dyn Fn(&str) -> Option<&'a Value>) -> Actor {
-    static NULL: Value = Value::Null;
-    let ui = top("userIdentity").unwrap_or(&NULL);
-    let ty = s(ui, &["type"]);
-    let arn = s(ui, &["arn"]).map(str::to_owned);
-    let principal_id = s(ui, &["principalId"]).map(str::to_owned);
-    let account = s(ui, &["accountId"])
+/// [`actor`] over a record however it is stored.
+pub fn actor_with<'a>(r: &dyn Fields<'a>) -> Actor {
+    const UI: &str = "userIdentity";
+    let ty = s(r, &[UI, "type"]);
+    let arn = s(r, &[UI, "arn"]).map(str::to_owned);
+    let principal_id = s(r, &[UI, "principalId"]).map(str::to_owned);
+    let account = s(r, &[UI, "accountId"])
         .or_else(|| arn.as_deref().and_then(arn_account))
         .map(str::to_owned);
-    let user_name = s(ui, &["userName"]);
-    let via_console = flag(top("sessionCredentialFromConsole"));
-    let mfa = flag(
-        ui.get("sessionContext")
-            .and_then(|c| c.get("attributes"))
-            .and_then(|a| a.get("mfaAuthenticated")),
-    )
-    .or_else(|| flag(top("additionalEventData").and_then(|a| a.get("MFAUsed"))));
+    let user_name = s(r, &[UI, "userName"]);
+    let via_console = flag(r.leaf(&["sessionCredentialFromConsole"]));
+    let mfa = flag(r.leaf(&[UI, "sessionContext", "attributes", "mfaAuthenticated"]))
+        .or_else(|| flag(r.leaf(&["additionalEventData", "MFAUsed"])));
 
     let mut a = Actor {
         kind: ActorKind::Unknown,
@@ -202,7 +235,7 @@ pub fn actor_with<'a>(top: &dyn Fn(&str) -> Option<&'a Value>) -> Actor {
         }
         Some("AssumedRole") => {
             let from_arn = a.arn.as_deref().and_then(parse_assumed_role_arn);
-            let role = s(ui, &["sessionContext", "sessionIssuer", "userName"])
+            let role = s(r, &[UI, "sessionContext", "sessionIssuer", "userName"])
                 .or(from_arn.map(|(_, r, _)| r))
                 .map(str::to_owned);
             let session = from_arn
@@ -226,17 +259,15 @@ pub fn actor_with<'a>(top: &dyn Fn(&str) -> Option<&'a Value>) -> Actor {
         }
         Some("IdentityCenterUser") => {
             a.kind = ActorKind::IdentityCenterUser;
-            a.user_id = s(ui, &["onBehalfOf", "userId"]).map(str::to_owned);
-            a.name = identity_center_user_name(top)
+            a.user_id = s(r, &[UI, "onBehalfOf", "userId"]).map(str::to_owned);
+            a.name = identity_center_user_name(r)
                 .map(str::to_owned)
                 .or_else(|| a.user_id.clone());
         }
         Some("AWSService") => {
             a.kind = ActorKind::AwsService;
-            a.name = s(ui, &["invokedBy"])
-                .or(top("sourceIPAddress")
-                    .and_then(Value::as_str)
-                    .filter(|x| !x.is_empty()))
+            a.name = s(r, &[UI, "invokedBy"])
+                .or(s(r, &["sourceIPAddress"]))
                 .map(str::to_owned);
         }
         Some("FederatedUser") | Some("SAMLUser") => {

@@ -428,7 +428,6 @@ mod tests {
             &set.rules[0],
             &Detection { rule: 0, hit: None },
             &e,
-            None,
             SourceRef::file("f", 0),
         )
     }

@@ -2,9 +2,11 @@
 //! dotted path) plus the normalised `actor.*`, `s3.*` and `event.*` fields.
 
 use std::borrow::Cow;
-use std::sync::OnceLock;
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -107,6 +109,8 @@ pub enum Val<'a> {
     Json(&'a Value),
     Str(&'a str),
     Bool(bool),
+    /// An integer as written in the record (at most 18 digits, so it is exact).
+    Int(&'a str),
 }
 
 impl<'a> Val<'a> {
@@ -114,7 +118,7 @@ impl<'a> Val<'a> {
     /// booleans in their JSON form; objects and arrays have none.
     pub fn text(&self) -> Option<Cow<'a, str>> {
         match *self {
-            Val::Str(s) => Some(Cow::Borrowed(s)),
+            Val::Str(s) | Val::Int(s) => Some(Cow::Borrowed(s)),
             Val::Bool(b) => Some(Cow::Borrowed(if b { "true" } else { "false" })),
             Val::Json(Value::String(s)) => Some(Cow::Borrowed(s)),
             Val::Json(Value::Bool(b)) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
@@ -129,6 +133,7 @@ impl<'a> Val<'a> {
             Val::Json(Value::Number(n)) => n.as_f64(),
             Val::Json(Value::String(s)) => s.trim().parse().ok(),
             Val::Str(s) => s.trim().parse().ok(),
+            Val::Int(s) => s.parse::<i64>().ok().map(|n| n as f64),
             _ => None,
         }
     }
@@ -139,6 +144,7 @@ impl<'a> Val<'a> {
             Val::Json(v) => v.clone(),
             Val::Str(s) => Value::String(s.to_owned()),
             Val::Bool(b) => Value::Bool(b),
+            Val::Int(s) => serde_json::from_str(s).unwrap_or(Value::Null),
         }
     }
 
@@ -223,11 +229,24 @@ enum Body {
 
 #[derive(Debug, Clone)]
 struct Lazy {
-    raw: Box<str>,
-    /// (key, byte range of the value in `raw`, the value once parsed).
-    fields: Vec<(KeyText, std::ops::Range<usize>, OnceLock<Value>)>,
+    /// The record's text, validated once when it was read; alerts share it as it is.
+    raw: Arc<RawValue>,
+    fields: Vec<Field>,
     /// For each of [`KNOWN_KEYS`]: 1 + the index of its (last) field, 0 if absent.
     known: [u32; KNOWN_KEYS],
+}
+
+/// A top-level member of a record.
+#[derive(Debug, Clone)]
+struct Field {
+    key: KeyText,
+    /// Where the value is in the record's text.
+    span: Range<usize>,
+    /// The value as a tree, for what needs one (identity, output, numbers).
+    tree: OnceLock<Value>,
+    /// When the value is an object: its members, located on first use, so that
+    /// rules read nested strings straight from the text (see [`Lazy::walk`]).
+    members: OnceLock<Vec<(KeyText, Range<usize>)>>,
 }
 
 /// CloudTrail's documented top-level keys. A record's fields are found by number
@@ -286,69 +305,362 @@ impl Lazy {
             return self.known[id].checked_sub(1).map(|i| i as usize);
         }
         // The last occurrence wins, as when parsing into a map.
-        self.fields.iter().rposition(|(k, _, _)| match k {
-            KeyText::Span(r) => &self.raw[r.clone()] == key,
-            KeyText::Owned(k) => &**k == key,
-        })
+        self.fields
+            .iter()
+            .rposition(|f| key_is(self.raw.get(), &f.key, key))
     }
 
     fn value(&self, i: usize) -> &Value {
-        let (_, range, cell) = &self.fields[i];
-        cell.get_or_init(|| serde_json::from_str(&self.raw[range.clone()]).unwrap_or(Value::Null))
+        let f = &self.fields[i];
+        f.tree.get_or_init(|| {
+            serde_json::from_str(&self.raw.get()[f.span.clone()]).unwrap_or(Value::Null)
+        })
+    }
+
+    /// Calls `f` on the values at `rest` inside top-level field `i`: read from the
+    /// text when they are plain strings, integers or booleans (the common case,
+    /// with no tree built), from the field's tree otherwise.
+    fn walk<'a>(&'a self, i: usize, rest: &[String], f: &mut dyn FnMut(Val<'a>) -> bool) -> bool {
+        let field = &self.fields[i];
+        if field.tree.get().is_none() {
+            let text = self.raw.get();
+            let members_of = match (rest.is_empty(), text.as_bytes().get(field.span.start)) {
+                (false, Some(b'{')) => Some(
+                    field
+                        .members
+                        .get_or_init(|| members(text.as_bytes(), field.span.start))
+                        .as_slice(),
+                ),
+                _ => None,
+            };
+            let mut found = Found::new();
+            if walk_text(text, field.span.clone(), members_of, rest, &mut found).is_ok() {
+                return found.any(f);
+            }
+        }
+        walk(self.value(i), rest, f)
+    }
+
+    /// What [`identity::Fields::leaf`] asks: the scalar at a path of object keys,
+    /// from the text unless it is a string with escapes.
+    fn leaf(&self, path: &[&str]) -> Option<identity::Leaf<'_>> {
+        use identity::{Fields, Leaf};
+        let (first, rest) = path.split_first()?;
+        let i = self.find(first)?;
+        let field = &self.fields[i];
+        let text = self.raw.get();
+        let b = text.as_bytes();
+        let mut span = field.span.clone();
+        let mut deeper;
+        for (depth, k) in rest.iter().enumerate() {
+            if b.get(span.start) != Some(&b'{') {
+                return None; // a key into a string, number, array or null
+            }
+            let list = if depth == 0 {
+                field.members.get_or_init(|| members(b, span.start))
+            } else {
+                deeper = members(b, span.start);
+                &deeper
+            };
+            span = list
+                .iter()
+                .rev()
+                .find(|(key, _)| key_is(text, key, k))?
+                .1
+                .clone();
+        }
+        match b.get(span.start) {
+            None | Some(b'n') => None,
+            Some(b'"') => {
+                let inner = &text[span.start + 1..span.end - 1];
+                if inner.contains('\\') {
+                    (&self.value(i)).leaf(rest)
+                } else {
+                    Some(Leaf::Str(inner))
+                }
+            }
+            Some(b't') => Some(Leaf::Bool(true)),
+            Some(b'f') => Some(Leaf::Bool(false)),
+            Some(_) => Some(Leaf::Other),
+        }
     }
 
     /// A top-level string without escapes, straight from the text.
     fn plain_str(&self, i: usize) -> Option<&str> {
-        let text = &self.raw[self.fields[i].1.clone()];
+        let text = &self.raw.get()[self.fields[i].span.clone()];
         let inner = text.strip_prefix('"')?.strip_suffix('"')?;
         (!inner.contains('\\')).then_some(inner)
     }
 }
 
-/// The top-level fields of a record, borrowed from its text.
-struct TopLevel<'de>(Vec<(std::borrow::Cow<'de, str>, &'de serde_json::value::RawValue)>);
+/// The members of the JSON object that opens at `b[at]`: each key (a span of `b`,
+/// or its unescaped text when it has escapes) and the span of its value.
+///
+/// `b` must be valid JSON, as serde_json has already checked (see
+/// [`Event::parse_split`]): this walks the structure without checking it again,
+/// which costs a fraction of a second parse. Strings are skipped with `memchr`.
+fn members(b: &[u8], at: usize) -> Vec<(KeyText, Range<usize>)> {
+    let mut out = Vec::with_capacity(32);
+    let mut i = at + 1; // past `{`
+    loop {
+        skip_ws(b, &mut i);
+        if i >= b.len() || b[i] != b'"' {
+            break; // `}`: the end (or, with invalid input, nothing more to find)
+        }
+        let key_end = string_end(b, i);
+        let inner = i + 1..key_end - 1;
+        let key = if b[inner.clone()].contains(&b'\\') {
+            KeyText::Owned(
+                serde_json::from_slice::<String>(&b[i..key_end])
+                    .unwrap_or_default()
+                    .into_boxed_str(),
+            )
+        } else {
+            KeyText::Span(inner)
+        };
+        i = key_end;
+        skip_ws(b, &mut i);
+        i += 1; // `:`
+        skip_ws(b, &mut i);
+        let start = i;
+        i = value_end(b, i);
+        out.push((key, start..i));
+        skip_ws(b, &mut i);
+        if i >= b.len() || b[i] != b',' {
+            break;
+        }
+        i += 1;
+    }
+    out
+}
 
-impl<'de> serde::Deserialize<'de> for TopLevel<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Key<'de>(std::borrow::Cow<'de, str>);
-        impl<'de> serde::Deserialize<'de> for Key<'de> {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> serde::de::Visitor<'de> for V {
-                    type Value = Key<'de>;
-                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                        f.write_str("a string key")
-                    }
-                    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                        Ok(Key(std::borrow::Cow::Borrowed(v)))
-                    }
-                    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                        Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
-                    }
+/// [`members`] from the positions of an object's top-level `:`, `,` and closing
+/// `}` in a compact text (`:` `,` `:` ... `}`); `None` when they do not describe `b`.
+fn members_at_separators(b: &[u8], seps: &[u32]) -> Option<Vec<(KeyText, Range<usize>)>> {
+    let (&close, rest) = seps.split_last()?;
+    let close = close as usize;
+    if close + 1 != b.len() || b.first() != Some(&b'{') || b[close] != b'}' {
+        return None;
+    }
+    if rest.is_empty() {
+        return (close == 1).then(Vec::new);
+    }
+    if rest.len() % 2 != 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(rest.len() / 2 + 1);
+    let mut key_start = 1;
+    for pair in rest.chunks(2) {
+        let colon = pair[0] as usize;
+        let end = pair.get(1).map_or(close, |&c| c as usize);
+        let fits = colon >= key_start + 2
+            && end > colon + 1
+            && b[colon] == b':'
+            && (end == close || b[end] == b',')
+            && b[key_start] == b'"'
+            && b[colon - 1] == b'"';
+        if !fits {
+            return None;
+        }
+        let inner = key_start + 1..colon - 1;
+        let key = if b[inner.clone()].contains(&b'\\') {
+            KeyText::Owned(
+                serde_json::from_slice::<String>(&b[key_start..colon])
+                    .ok()?
+                    .into_boxed_str(),
+            )
+        } else {
+            KeyText::Span(inner)
+        };
+        out.push((key, colon + 1..end));
+        key_start = end + 1;
+    }
+    Some(out)
+}
+
+/// Calls `f` on the span of each element of the array that opens at `b[at]`.
+fn elements(
+    b: &[u8],
+    at: usize,
+    f: &mut dyn FnMut(Range<usize>) -> Result<(), Complex>,
+) -> Result<(), Complex> {
+    let mut i = at + 1; // past `[`
+    loop {
+        skip_ws(b, &mut i);
+        if i >= b.len() || b[i] == b']' {
+            return Ok(());
+        }
+        let start = i;
+        i = value_end(b, i);
+        f(start..i)?;
+        skip_ws(b, &mut i);
+        if i >= b.len() || b[i] != b',' {
+            return Ok(());
+        }
+        i += 1;
+    }
+}
+
+fn skip_ws(b: &[u8], i: &mut usize) {
+    while *i < b.len() && b[*i].is_ascii_whitespace() {
+        *i += 1;
+    }
+}
+
+fn key_is(text: &str, k: &KeyText, want: &str) -> bool {
+    match k {
+        KeyText::Span(r) => &text[r.clone()] == want,
+        KeyText::Owned(k) => &**k == want,
+    }
+}
+
+/// A value the text walk leaves to the tree: an escaped string, a number other
+/// than a plain integer, or an object or array at the end of a path.
+struct Complex;
+
+/// The values found at a path, in order (most paths find none or one).
+struct Found<'a> {
+    first: [Option<Val<'a>>; 2],
+    more: Vec<Val<'a>>,
+}
+
+impl<'a> Found<'a> {
+    fn new() -> Found<'a> {
+        Found {
+            first: [None, None],
+            more: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, v: Val<'a>) {
+        match self.first.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => *slot = Some(v),
+            None => self.more.push(v),
+        }
+    }
+
+    fn any(self, f: &mut dyn FnMut(Val<'a>) -> bool) -> bool {
+        self.first.into_iter().flatten().chain(self.more).any(f)
+    }
+}
+
+/// The values at `path` inside the value at `span`, read from the text as
+/// [`walk`] reads them from a tree: `null` is absent, arrays yield their elements,
+/// the last of duplicate keys wins. `members` is the value's member list when
+/// already located.
+fn walk_text<'a>(
+    text: &'a str,
+    span: Range<usize>,
+    members_of: Option<&[(KeyText, Range<usize>)]>,
+    path: &[String],
+    found: &mut Found<'a>,
+) -> Result<(), Complex> {
+    let b = text.as_bytes();
+    match b.get(span.start) {
+        None | Some(b'n') => Ok(()),
+        Some(b'[') => elements(b, span.start, &mut |el| {
+            walk_text(text, el, None, path, found)
+        }),
+        Some(b'{') => {
+            let Some((k, rest)) = path.split_first() else {
+                return Err(Complex);
+            };
+            let owned;
+            let list = match members_of {
+                Some(m) => m,
+                None => {
+                    owned = members(b, span.start);
+                    &owned
                 }
-                d.deserialize_str(V)
+            };
+            match list.iter().rev().find(|(key, _)| key_is(text, key, k)) {
+                Some((_, child)) => walk_text(text, child.clone(), None, rest, found),
+                None => Ok(()),
             }
         }
-        struct M;
-        impl<'de> serde::de::Visitor<'de> for M {
-            type Value = TopLevel<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
+        Some(_) if !path.is_empty() => Ok(()),
+        Some(b'"') => {
+            let inner = &text[span.start + 1..span.end - 1];
+            if inner.contains('\\') {
+                return Err(Complex);
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut m: A,
-            ) -> Result<TopLevel<'de>, A::Error> {
-                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(24));
-                while let Some((k, v)) =
-                    m.next_entry::<Key<'de>, &'de serde_json::value::RawValue>()?
-                {
-                    out.push((k.0, v));
-                }
-                Ok(TopLevel(out))
+            found.push(Val::Str(inner));
+            Ok(())
+        }
+        Some(b't') => {
+            found.push(Val::Bool(true));
+            Ok(())
+        }
+        Some(b'f') => {
+            found.push(Val::Bool(false));
+            Ok(())
+        }
+        Some(_) => {
+            let num = &text[span];
+            let digits = num.strip_prefix('-').unwrap_or(num);
+            // A plain integer reads the same as text and as a tree number; other
+            // numbers (fractions, exponents, beyond 64 bits) go through the tree.
+            if !digits.is_empty()
+                && digits.len() <= 18
+                && digits.bytes().all(|c| c.is_ascii_digit())
+                && num != "-0"
+            {
+                found.push(Val::Int(num));
+                Ok(())
+            } else {
+                Err(Complex)
             }
         }
-        d.deserialize_map(M)
+    }
+}
+
+/// The index just past the string that opens at `b[at]` (a `"`).
+fn string_end(b: &[u8], at: usize) -> usize {
+    let mut i = at + 1;
+    while let Some(n) = memchr::memchr2(b'"', b'\\', &b[i..]) {
+        i += n;
+        if b[i] == b'"' {
+            return i + 1;
+        }
+        i += 2; // an escape and the character it escapes
+    }
+    b.len()
+}
+
+/// The index just past the value that starts at `b[at]`.
+fn value_end(b: &[u8], at: usize) -> usize {
+    match b.get(at) {
+        Some(b'"') => string_end(b, at),
+        Some(b'{' | b'[') => {
+            let mut depth = 0usize;
+            let mut i = at;
+            while i < b.len() {
+                match b[i] {
+                    b'"' => {
+                        i = string_end(b, i);
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return i + 1;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            b.len()
+        }
+        // A number, true, false or null: up to the next delimiter.
+        _ => {
+            let rest = &b[at..];
+            at + rest
+                .iter()
+                .position(|c| matches!(c, b',' | b'}' | b']') || c.is_ascii_whitespace())
+                .unwrap_or(rest.len())
+        }
     }
 }
 
@@ -370,23 +682,50 @@ fn denied_success(error_code: Option<&str>) -> (bool, bool) {
 
 impl Event {
     /// Parses one record as read from a log file; it must look like CloudTrail.
+    ///
+    /// The record is validated by serde_json once, into the text that alerts carry;
+    /// its top-level members are then located by [`members`] without parsing again.
     pub fn parse(bytes: &[u8]) -> Result<Event, RecordError> {
+        Event::parse_split(bytes, &[])
+    }
+
+    /// [`Event::parse`] with the positions of the record's top-level separators,
+    /// as [`crate::input::records::RecordSplitter::separators`] gives them (they are
+    /// checked, and found again when they do not fit the text).
+    pub fn parse_split(bytes: &[u8], separators: &[u32]) -> Result<Event, RecordError> {
         let text = std::str::from_utf8(bytes).map_err(|e| {
             RecordError::Json(serde_json::Error::io(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 e,
             )))
         })?;
-        let top = match serde_json::from_str::<TopLevel<'_>>(text) {
-            Ok(t) => t,
-            Err(e) => {
-                // Say what the record is when it is valid JSON but not an object.
-                return Err(match serde_json::from_str::<Value>(text) {
-                    Ok(v) if !v.is_object() => RecordError::NotAnObject(type_name(&v)),
-                    _ => RecordError::Json(e),
-                });
-            }
+        let raw: Box<RawValue> = serde_json::from_str(text)?;
+        let raw: Arc<RawValue> = Arc::from(raw);
+        let text = raw.get();
+        if !text.starts_with('{') {
+            // Say what the record is: valid JSON, but not an object.
+            return Err(RecordError::NotAnObject(match text.as_bytes()[0] {
+                b'[' => "an array",
+                b'"' => "a string",
+                b't' | b'f' => "a boolean",
+                b'n' => "null",
+                _ => "a number",
+            }));
+        }
+        let located = match text.len() == bytes.len() {
+            true => members_at_separators(text.as_bytes(), separators),
+            false => None,
         };
+        let fields: Vec<Field> = located
+            .unwrap_or_else(|| members(text.as_bytes(), 0))
+            .into_iter()
+            .map(|(key, span)| Field {
+                key,
+                span,
+                tree: OnceLock::new(),
+                members: OnceLock::new(),
+            })
+            .collect();
         // Exports sometimes lower-case the keys (Athena's table does), so the test for
         // "looks like CloudTrail" ignores case; rules still address keys exactly.
         const MARKERS: [&str; 5] = [
@@ -396,41 +735,27 @@ impl Event {
             "eventVersion",
             "userIdentity",
         ];
-        if !top
-            .0
-            .iter()
-            .any(|(k, _)| MARKERS.iter().any(|m| m.eq_ignore_ascii_case(k)))
-        {
-            return Err(RecordError::NotCloudTrail);
-        }
-        let base = text.as_ptr() as usize;
-        let fields: Vec<_> = top
-            .0
-            .into_iter()
-            .map(|(k, v)| {
-                let start = v.get().as_ptr() as usize - base;
-                let key = match k {
-                    std::borrow::Cow::Borrowed(k) => {
-                        let at = k.as_ptr() as usize - base;
-                        KeyText::Span(at..at + k.len())
-                    }
-                    std::borrow::Cow::Owned(k) => KeyText::Owned(k.into_boxed_str()),
-                };
-                (key, start..start + v.get().len(), OnceLock::new())
-            })
-            .collect();
-        let mut known = [0u32; KNOWN_KEYS];
-        for (i, (k, _, _)) in fields.iter().enumerate() {
-            let name = match k {
+        fn key_text<'t>(text: &'t str, k: &'t KeyText) -> &'t str {
+            match k {
                 KeyText::Span(r) => &text[r.clone()],
                 KeyText::Owned(k) => k,
-            };
-            if let (Some(id), Ok(n)) = (known_key(name), u32::try_from(i + 1)) {
+            }
+        }
+        if !fields.iter().any(|f| {
+            MARKERS
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(key_text(text, &f.key)))
+        }) {
+            return Err(RecordError::NotCloudTrail);
+        }
+        let mut known = [0u32; KNOWN_KEYS];
+        for (i, f) in fields.iter().enumerate() {
+            if let (Some(id), Ok(n)) = (known_key(key_text(text, &f.key)), u32::try_from(i + 1)) {
                 known[id] = n;
             }
         }
         let lazy = Lazy {
-            raw: text.into(),
+            raw: raw.clone(),
             fields,
             known,
         };
@@ -505,7 +830,18 @@ impl Event {
     pub fn raw_text(&self) -> Option<&str> {
         match &self.body {
             Body::Tree(_) => None,
-            Body::Lazy(l) => Some(&l.raw),
+            Body::Lazy(l) => Some(l.raw.get()),
+        }
+    }
+
+    /// The record as JSON text for alerts: shared, not copied, when it was read from
+    /// a file (it was validated then); serialised from the tree otherwise.
+    pub fn record_json(&self) -> Arc<RawValue> {
+        match &self.body {
+            Body::Lazy(l) => l.raw.clone(),
+            Body::Tree(v) => {
+                Arc::from(serde_json::value::to_raw_value(v).expect("a JSON tree serialises"))
+            }
         }
     }
 
@@ -515,18 +851,17 @@ impl Event {
         match &self.body {
             Body::Tree(v) => std::borrow::Cow::Borrowed(v),
             Body::Lazy(l) => {
-                std::borrow::Cow::Owned(serde_json::from_str(&l.raw).unwrap_or(Value::Null))
+                std::borrow::Cow::Owned(serde_json::from_str(l.raw.get()).unwrap_or(Value::Null))
             }
         }
     }
 
     pub fn actor(&self) -> &Actor {
-        self.actor
-            .get_or_init(|| identity::actor_with(&|k| self.top(k)))
+        self.actor.get_or_init(|| identity::actor_with(&self))
     }
 
     fn s3(&self) -> &(Option<String>, Option<String>) {
-        self.s3.get_or_init(|| s3_target(&|k| self.top(k)))
+        self.s3.get_or_init(|| s3_target(&self))
     }
 
     /// `eventTime` in milliseconds since the Unix epoch, when present and valid.
@@ -593,9 +928,14 @@ impl Event {
     pub fn any_value<'a>(&'a self, field: &FieldRef, f: &mut dyn FnMut(Val<'a>) -> bool) -> bool {
         match field {
             FieldRef::Norm(n) => self.norm(*n).is_some_and(f),
-            FieldRef::Raw(path) => match path.split_first() {
-                Some((first, rest)) => self.top(first).is_some_and(|v| walk(v, rest, f)),
-                None => false,
+            FieldRef::Raw(path) => match (path.split_first(), &self.body) {
+                (Some((first, rest)), Body::Lazy(l)) => {
+                    l.find(first).is_some_and(|i| l.walk(i, rest, f))
+                }
+                (Some((first, rest)), Body::Tree(t)) => {
+                    t.get(first.as_str()).is_some_and(|v| walk(v, rest, f))
+                }
+                (None, _) => false,
             },
         }
     }
@@ -613,6 +953,19 @@ impl Event {
     /// Whether `field` has at least one non-null value.
     pub fn exists(&self, field: &FieldRef) -> bool {
         self.any_value(field, &mut |_| true)
+    }
+}
+
+impl<'a> identity::Fields<'a> for &'a Event {
+    fn leaf(&self, path: &[&str]) -> Option<identity::Leaf<'a>> {
+        match &self.body {
+            Body::Tree(v) => v.leaf(path),
+            Body::Lazy(l) => l.leaf(path),
+        }
+    }
+
+    fn tree(&self, key: &str) -> Option<&'a Value> {
+        self.top(key)
     }
 }
 
@@ -659,19 +1012,15 @@ pub fn format_time_ms(ms: i64) -> String {
 
 /// The bucket and key a call touched: `requestParameters` first, else the
 /// `resources` ARNs (`arn:aws:s3:::bucket/key`).
-fn s3_target<'a>(top: &dyn Fn(&str) -> Option<&'a Value>) -> (Option<String>, Option<String>) {
-    let params = top("requestParameters");
-    let str_param = |k: &str| {
-        params
-            .and_then(|p| p.get(k))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
+fn s3_target<'a>(r: &dyn identity::Fields<'a>) -> (Option<String>, Option<String>) {
+    let str_param = |k: &str| match r.leaf(&["requestParameters", k]) {
+        Some(identity::Leaf::Str(x)) if !x.is_empty() => Some(x.to_owned()),
+        _ => None,
     };
     let mut bucket = str_param("bucketName");
     let mut key = str_param("key");
     if bucket.is_none() || key.is_none() {
-        if let Some(resources) = top("resources").and_then(Value::as_array) {
+        if let Some(resources) = r.tree("resources").and_then(Value::as_array) {
             for r in resources {
                 let Some(arn) = r.get("ARN").and_then(Value::as_str) else {
                     continue;
@@ -806,6 +1155,123 @@ mod tests {
             Err(RecordError::Json(_))
         ));
         assert!(Event::parse(b"{\"eventName\":\"X\"}").is_ok());
+    }
+
+    /// Every value at `path` as text, read from the record's text (the lazy event)
+    /// and from its tree: the two must agree.
+    fn both_ways(raw: &str, path: &str) -> (Vec<String>, Vec<String>) {
+        let lazy = Event::parse(raw.as_bytes()).unwrap();
+        let tree = Event::from_value(serde_json::from_str(raw).unwrap()).unwrap();
+        (values(&lazy, path), values(&tree, path))
+    }
+
+    #[test]
+    fn text_walk_reads_what_the_tree_reads() {
+        let raw = r#"{"eventName":"X","eventName":"Y","n":-12,"f":1.50,"z":-0,"big":123456789012345678901,
+            "esc":"a\"b","t":true,"nul":null,"o":{"k":"v","k":"w","arr":[{"x":"1"},{"x":"2"},null,{"x":["3","4"]}],
+            "deep":{"e":"\u0041"},"num":[1,2.5]},"list":["p",{"q":"r"}],"k\u0065y":"escaped key"}"#;
+        for path in [
+            "eventName",
+            "n",
+            "f",
+            "z",
+            "big",
+            "esc",
+            "t",
+            "nul",
+            "o",
+            "o.k",
+            "o.arr.x",
+            "o.arr",
+            "o.deep.e",
+            "o.deep",
+            "o.num",
+            "list",
+            "list.q",
+            "key",
+            "missing",
+            "o.missing.x",
+            "n.x",
+            "esc.x",
+        ] {
+            let (lazy, tree) = both_ways(raw, path);
+            assert_eq!(lazy, tree, "{path}");
+        }
+        // Duplicate keys: the last wins, as in a tree.
+        assert_eq!(both_ways(raw, "eventName").0, ["Y"]);
+        assert_eq!(both_ways(raw, "o.arr.x").0, ["1", "2", "3", "4"]);
+    }
+
+    #[test]
+    fn identity_reads_the_text_as_it_reads_a_tree() {
+        let raw = r#"{"eventVersion":"1.08","userIdentity":{"type":"AssumedRole","principalId":"AROA:jane@example.com",
+            "arn":"arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_Admin_0123456789abcdef/jane@example.com",
+            "accountId":"111122223333","sessionContext":{"sessionIssuer":{"type":"Role","userName":"AWSReservedSSO_Admin_0123456789abcdef"},
+            "attributes":{"mfaAuthenticated":"true"}}},"sessionCredentialFromConsole":"true",
+            "requestParameters":{"bucketName":"b","key":"a\/b.txt"},"resources":[{"ARN":"arn:aws:s3:::b/a/b.txt"}]}"#;
+        let lazy = Event::parse(raw.as_bytes()).unwrap();
+        let tree = Event::from_value(serde_json::from_str(raw).unwrap()).unwrap();
+        assert_eq!(lazy.actor(), tree.actor());
+        assert_eq!(lazy.actor().name.as_deref(), Some("jane@example.com"));
+        assert_eq!(lazy.actor().mfa, Some(true));
+        assert_eq!(lazy.s3(), tree.s3());
+        assert_eq!(lazy.s3().1.as_deref(), Some("a/b.txt"));
+    }
+
+    #[test]
+    fn separators_locate_the_members_serde_finds() {
+        use crate::input::records::RecordSplitter;
+        // Real records from public sources (see the corpus README), laid out with
+        // white space that the splitter drops.
+        let f = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/corpus/cloudtrail/panther-test-events/records.json");
+        let mut checked = 0;
+        {
+            let file = std::fs::File::open(&f).expect("the shared corpus is present");
+            let r = crate::input::decode::open(file, 1 << 30).unwrap();
+            let mut split = RecordSplitter::new(r, 1 << 24);
+            let mut buf = Vec::new();
+            while let Ok(Some(_)) = split.next_into(&mut buf) {
+                let Ok(text) = std::str::from_utf8(&buf) else {
+                    continue;
+                };
+                let Ok(tree) = serde_json::from_str::<serde_json::Map<String, Value>>(text) else {
+                    continue;
+                };
+                let seps = members_at_separators(&buf, split.separators())
+                    .expect("the splitter's separators fit its record");
+                let scanned = members(&buf, 0);
+                assert_eq!(seps.len(), scanned.len());
+                for ((k1, v1), (k2, v2)) in seps.iter().zip(&scanned) {
+                    assert_eq!(v1, v2);
+                    let (k1, k2) = (key_text_of(text, k1), key_text_of(text, k2));
+                    assert_eq!(k1, k2);
+                    let want: Value = serde_json::from_str(&text[v1.clone()]).unwrap();
+                    assert_eq!(tree.get(k1), Some(&want), "{k1} in {}", f.display());
+                }
+                let lazy = Event::parse_split(&buf, split.separators()).unwrap();
+                let from_tree = Event::from_value(Value::Object(tree.clone())).unwrap();
+                assert_eq!(lazy.actor(), from_tree.actor(), "{text}");
+                assert_eq!(lazy.s3(), from_tree.s3(), "{text}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 100, "only {checked} corpus records checked");
+        // Separators that do not fit the text are refused, not trusted.
+        assert_eq!(
+            members_at_separators(br#"{"a":1}"#, &[4, 6]).map(|m| m.len()),
+            Some(1)
+        );
+        assert!(members_at_separators(br#"{"a":1}"#, &[3, 6]).is_none());
+        assert!(members_at_separators(br#"{"a":1}"#, &[5]).is_none());
+        assert_eq!(members_at_separators(b"{}", &[1]).map(|m| m.len()), Some(0));
+    }
+
+    fn key_text_of<'t>(text: &'t str, k: &'t KeyText) -> &'t str {
+        match k {
+            KeyText::Span(r) => &text[r.clone()],
+            KeyText::Owned(k) => k,
+        }
     }
 
     #[test]

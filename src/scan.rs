@@ -357,7 +357,6 @@ impl Consumer<'_> {
         }
         .into_iter();
         let hold = self.join.observe(event) && self.hold_deletes;
-        let raw = event.raw_text().map(str::as_bytes);
         for d in &self.detections {
             let rule = &self.engine.rules()[d.rule];
             let prebuilt = if ahead_built && stateless(rule, self.opts) {
@@ -367,7 +366,7 @@ impl Consumer<'_> {
             };
             let alert = match prebuilt {
                 Some(a) => a,
-                None => Alert::new(rule, d, event, raw, obj.source(name, index)),
+                None => Alert::new(rule, d, event, obj.source(name, index)),
             };
             let s = &mut self.summary;
             s.alerts += 1;
@@ -536,9 +535,8 @@ fn read_ahead(
                                         let rule = &engine.rules()[r];
                                         if stateless(rule, opts) {
                                             let d = Detection { rule: r, hit: None };
-                                            let raw = event.raw_text().map(str::as_bytes);
                                             let source = objects[i].source(&name, index);
-                                            built.push(Alert::new(rule, &d, &event, raw, source));
+                                            built.push(Alert::new(rule, &d, &event, source));
                                         }
                                     }
                                 }

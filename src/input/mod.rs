@@ -113,13 +113,9 @@ impl std::fmt::Display for Position {
 }
 
 /// One item read from a stream.
-pub enum Item<'a> {
-    /// A parsed record; `raw` is its original JSON text (CloudTrail records only).
-    Event {
-        index: u64,
-        raw: Option<&'a [u8]>,
-        event: Event,
-    },
+pub enum Item {
+    /// A parsed record (its text, for CloudTrail records, is [`Event::raw_text`]).
+    Event { index: u64, event: Event },
     /// A record or line that failed on its own; the rest of the file goes on.
     Bad {
         position: Position,
@@ -154,7 +150,7 @@ const SNIFF: usize = 4096;
 pub fn read_events(
     input: impl Read,
     limits: Limits,
-    on_item: impl FnMut(Item<'_>),
+    on_item: impl FnMut(Item),
 ) -> Result<StreamStats, StreamError> {
     let fail = |e: io::Error| StreamError {
         records: 0,
@@ -183,7 +179,7 @@ pub fn read_events(
 fn read_access_log(
     input: impl Read,
     limits: Limits,
-    mut on_item: impl FnMut(Item<'_>),
+    mut on_item: impl FnMut(Item),
 ) -> Result<StreamStats, StreamError> {
     let mut stats = StreamStats::default();
     let mut r = BufReader::with_capacity(128 * 1024, input);
@@ -240,7 +236,6 @@ fn read_access_log(
         match access_log::parse_line(&text) {
             Ok(fields) => on_item(Item::Event {
                 index: n - 1,
-                raw: None,
                 event: Event::from_access_log(fields),
             }),
             Err(why) => {
@@ -258,7 +253,7 @@ fn read_access_log(
 fn read_cloudtrail(
     reader: impl Read,
     limits: Limits,
-    mut on_item: impl FnMut(Item<'_>),
+    mut on_item: impl FnMut(Item),
 ) -> Result<StreamStats, StreamError> {
     let mut stats = StreamStats::default();
     let mut split = RecordSplitter::new(reader, limits.max_record_bytes);
@@ -273,12 +268,11 @@ fn read_cloudtrail(
                     None if slot.depth > limits.max_nesting_depth => {
                         Err(RecordError::TooDeep(slot.depth, limits.max_nesting_depth))
                     }
-                    None => Event::parse(&buf),
+                    None => Event::parse_split(&buf, split.separators()),
                 };
                 match parsed {
                     Ok(event) => on_item(Item::Event {
                         index: slot.index,
-                        raw: Some(&buf),
                         event,
                     }),
                     Err(error) => {

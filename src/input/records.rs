@@ -84,6 +84,8 @@ pub struct RecordSplitter<R> {
     /// Whether the last captured value spanned lines (its line breaks are dropped
     /// from the copy).
     multiline: bool,
+    /// See [`RecordSplitter::separators`].
+    separators: Vec<u32>,
 }
 
 impl<R: Read> RecordSplitter<R> {
@@ -101,7 +103,16 @@ impl<R: Read> RecordSplitter<R> {
             max_record,
             max_depth: 0,
             multiline: false,
+            separators: Vec::with_capacity(64),
         }
+    }
+
+    /// Where the last record's top-level members are: the positions, in the text
+    /// [`RecordSplitter::next_into`] wrote, of each `:` and `,` at the record's own
+    /// level and of its closing `}`. The splitter passes over these bytes anyway,
+    /// so [`crate::record::Event::parse_split`] need not look for them again.
+    pub fn separators(&self) -> &[u32] {
+        &self.separators
     }
 
     /// Records handed out so far (including oversized ones).
@@ -328,14 +339,28 @@ impl<R: Read> RecordSplitter<R> {
     /// at most `cap` bytes of it into `out`; returns its full size.
     fn capture_raw(&mut self, out: &mut Vec<u8>, cap: usize) -> Result<u64, SplitError> {
         let first = self.buf[self.pos];
-        let mut size: u64 = 0;
-        let mut depth: u32 = 0;
-        let mut in_str = false;
-        let mut escaped = false;
         let scalar = !matches!(first, b'{' | b'[' | b'"');
         if matches!(first, b',' | b']' | b'}' | b':') {
             return Err(self.syntax(format!("unexpected {}", show(first))));
         }
+        let mut seps = std::mem::take(&mut self.separators);
+        seps.clear();
+        let result = self.capture_loop(out, cap, scalar, &mut seps);
+        self.separators = seps;
+        result
+    }
+
+    fn capture_loop(
+        &mut self,
+        out: &mut Vec<u8>,
+        cap: usize,
+        scalar: bool,
+        seps: &mut Vec<u32>,
+    ) -> Result<u64, SplitError> {
+        let mut size: u64 = 0;
+        let mut depth: u32 = 0;
+        let mut in_str = false;
+        let mut escaped = false;
         loop {
             if self.pos == self.end && !self.fill()? {
                 if scalar && size > 0 {
@@ -403,9 +428,13 @@ impl<R: Read> RecordSplitter<R> {
                         depth += 1;
                         self.max_depth = self.max_depth.max(depth);
                     }
+                    b',' | b':' if depth == 1 => {
+                        seps.push((out.len() + i - seg) as u32);
+                    }
                     b'}' | b']' => {
                         depth = depth.saturating_sub(1);
                         if depth == 0 {
+                            seps.push((out.len() + i - seg) as u32);
                             i += 1;
                             done = true;
                             break;

@@ -280,7 +280,7 @@ fn evaluate(
                 tracing::warn!(bucket, key, at = %position, error = %error, "bad record skipped");
             }
         }
-        Item::Event { index, raw, event } => {
+        Item::Event { index, event } => {
             if let Some(t) = event.time_ms() {
                 counts.lag.add((now_ms() as i64 - t) as f64 / 1000.0);
             }
@@ -301,7 +301,6 @@ fn evaluate(
                         rule,
                         d,
                         &event,
-                        raw,
                         SourceRef::object(bucket, key, index),
                     ))
                 })
