@@ -150,9 +150,10 @@ pub struct ScanArgs {
     /// Reject (skip) a record whose arrays and objects nest deeper than this.
     #[arg(long, value_name = "LEVELS", default_value_t = crate::input::DEFAULT_MAX_NESTING_DEPTH)]
     pub max_nesting_depth: u32,
-    /// Threads: N - 1 read files ahead (a file per thread: inflate, parse, match)
-    /// while one applies thresholds and writes alerts in input order, so the
-    /// output is the same whatever N. Default: the number of CPUs.
+    /// Threads that read files ahead (a file per thread: inflate, parse, match)
+    /// while the main thread applies thresholds and writes alerts in input order,
+    /// so the output is the same whatever N; 1 does it all on one thread.
+    /// Default: the number of CPUs.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
     /// Files, directories, `-` (stdin) or s3://bucket/prefix.

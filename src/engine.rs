@@ -158,6 +158,14 @@ impl Engine {
         }
     }
 
+    /// Counts condition matches for rules whose [`Engine::apply`] would only count
+    /// them (rules without threshold or suppression).
+    pub fn count_matches(&mut self, matched: &[usize]) {
+        for &i in matched {
+            self.matches[i] += 1;
+        }
+    }
+
     /// The stateful half of [`Engine::evaluate`]: thresholds and suppression for
     /// the rules `matched` (from [`Engine::matching`]), events in order.
     pub fn apply(&mut self, e: &Event, matched: &[usize], out: &mut Vec<Detection>) {

@@ -102,6 +102,12 @@ impl DeleteJoin {
         }
     }
 
+    /// Whether [`DeleteJoin::observe`] does anything with `e`: an access log line
+    /// or a `DeleteObjects` call.
+    pub fn interested(e: &Event) -> bool {
+        e.log_type() == LogType::S3Access || delete_objects_request(e).is_some()
+    }
+
     pub fn hold(&mut self, request_id: &str, alert: Alert) {
         self.held.push((request_id.to_owned(), alert));
     }

@@ -30,9 +30,9 @@ pub struct ScanOptions {
     pub limits: Limits,
     /// Show a progress line (only when stderr is a terminal).
     pub progress: bool,
-    /// Threads: with more than one, files are read (each by its own thread) ahead
-    /// of the ordered alerting on the calling thread; 0 or 1 does everything on
-    /// the calling thread.
+    /// Threads: with more than one, that many threads read files (a file each)
+    /// ahead of the ordered alerting on the calling thread, which mostly waits; 0
+    /// or 1 does everything on the calling thread.
     pub threads: usize,
     /// The output wants the DeleteObjects join rows (`--columns deleted-keys`):
     /// DeleteObjects alerts are held to the end even when no input looks like an
@@ -357,7 +357,8 @@ impl Consumer<'_> {
         }
         .into_iter();
         let hold = self.join.observe(event) && self.hold_deletes;
-        for d in &self.detections {
+        let detections = std::mem::take(&mut self.detections);
+        for d in &detections {
             let rule = &self.engine.rules()[d.rule];
             let prebuilt = if ahead_built && stateless(rule, self.opts) {
                 built.next()
@@ -368,24 +369,46 @@ impl Consumer<'_> {
                 Some(a) => a,
                 None => Alert::new(rule, d, event, obj.source(name, index)),
             };
-            let s = &mut self.summary;
-            s.alerts += 1;
-            match s.alerts_by_rule.get_mut(&rule.id) {
-                Some(n) => *n += 1,
-                None => {
-                    s.alerts_by_rule.insert(rule.id.clone(), 1);
-                }
-            }
-            s.max_severity = s.max_severity.max(Some(rule.severity));
+            self.count(d.rule);
             if hold {
                 let id = crate::join::delete_objects_request(event)
                     .unwrap_or_default()
                     .to_owned();
                 self.join.hold(&id, alert);
-            } else if self.write_err.is_none() {
-                if let Err(e) = out.write(&alert) {
-                    self.write_err = Some(e);
-                }
+            } else {
+                self.write(&alert, out);
+            }
+        }
+        self.detections = detections;
+    }
+
+    /// A [`Pre::Done`] record's turn: its rules are all stateless, so what
+    /// [`Consumer::event`] would do comes down to counting and writing its alerts.
+    fn done(&mut self, matched: &[usize], built: Vec<Alert>, out: &mut dyn AlertWriter) {
+        self.engine.count_matches(matched);
+        for (&r, alert) in matched.iter().zip(built) {
+            self.count(r);
+            self.write(&alert, out);
+        }
+    }
+
+    fn count(&mut self, rule: usize) {
+        let rule = &self.engine.rules()[rule];
+        let s = &mut self.summary;
+        s.alerts += 1;
+        match s.alerts_by_rule.get_mut(&rule.id) {
+            Some(n) => *n += 1,
+            None => {
+                s.alerts_by_rule.insert(rule.id.clone(), 1);
+            }
+        }
+        s.max_severity = s.max_severity.max(Some(rule.severity));
+    }
+
+    fn write(&mut self, alert: &Alert, out: &mut dyn AlertWriter) {
+        if self.write_err.is_none() {
+            if let Err(e) = out.write(alert) {
+                self.write_err = Some(e);
             }
         }
     }
@@ -456,12 +479,21 @@ enum Pre {
         /// suppression): they fire whenever they match, so they are built here.
         built: Vec<Alert>,
     },
+    /// A record whose turn needs nothing but its ready alerts: every rule it
+    /// matched is stateless and the DeleteObjects join has no interest in it. The
+    /// record itself is not handed over (most records match nothing), so a
+    /// reader can run far ahead of the consumer in little memory.
+    Done {
+        matched: Vec<usize>,
+        built: Vec<Alert>,
+    },
+    /// A record outside `--since`/`--until`.
+    Filtered,
     Bad {
         position: Position,
         error: RecordError,
     },
 }
-
 /// Whether a rule fires on every match (nothing windowed decides), so that its
 /// alerts can be built ahead of their turn.
 fn stateless(rule: &crate::rules::Rule, opts: &ScanOptions) -> bool {
@@ -469,9 +501,11 @@ fn stateless(rule: &crate::rules::Rule, opts: &ScanOptions) -> bool {
 }
 
 /// Records per chunk, and chunks a file may run ahead of the consumer: memory stays
-/// bounded by threads x `AHEAD` x `CHUNK` records whatever the file sizes.
+/// bounded by threads x `AHEAD` x `CHUNK` records whatever the file sizes. A reader
+/// on a later file than the consumer's must get far enough ahead to keep its core
+/// busy until its turn; records that match nothing take a few bytes ([`Pre::Done`]).
 const CHUNK: usize = 128;
-const AHEAD: usize = 4;
+const AHEAD: usize = 32;
 
 /// Several files at once: `opts.threads` reader threads each take the next file,
 /// then decompress, split, parse and match it against the rules' conditions (the
@@ -497,7 +531,7 @@ fn read_ahead(
     let stop = AtomicBool::new(false);
     let opts = c.opts;
     std::thread::scope(|scope| {
-        for _ in 0..(opts.threads - 1).clamp(1, objects.len()) {
+        for _ in 0..opts.threads.clamp(1, objects.len()) {
             scope.spawn(|| {
                 let engine = Engine::new(rules, opts.engine);
                 loop {
@@ -526,10 +560,13 @@ fn read_ahead(
                         }
                         chunk.push(match item {
                             Item::Bad { position, error } => Pre::Bad { position, error },
-                            Item::Event { index, event, .. } => {
-                                let mut matched = Vec::new();
-                                let mut built = Vec::new();
-                                if Consumer::in_range(opts, &event) {
+                            Item::Event { index, event } => {
+                                if !Consumer::in_range(opts, &event) {
+                                    Pre::Filtered
+                                } else {
+                                    let mut matched = Vec::new();
+                                    let mut built = Vec::new();
+                                    let mut all_stateless = true;
                                     engine.matching(&event, &mut matched);
                                     for &r in &matched {
                                         let rule = &engine.rules()[r];
@@ -537,14 +574,21 @@ fn read_ahead(
                                             let d = Detection { rule: r, hit: None };
                                             let source = objects[i].source(&name, index);
                                             built.push(Alert::new(rule, &d, &event, source));
+                                        } else {
+                                            all_stateless = false;
                                         }
                                     }
-                                }
-                                Pre::Event {
-                                    index,
-                                    event,
-                                    matched,
-                                    built,
+                                    if all_stateless && !crate::join::DeleteJoin::interested(&event)
+                                    {
+                                        Pre::Done { matched, built }
+                                    } else {
+                                        Pre::Event {
+                                            index,
+                                            event,
+                                            matched,
+                                            built,
+                                        }
+                                    }
                                 }
                             }
                         });
@@ -590,6 +634,8 @@ fn read_ahead(
                                         Some((&matched, built)),
                                         out,
                                     ),
+                                    Pre::Done { matched, built } => c.done(&matched, built, out),
+                                    Pre::Filtered => c.summary.filtered += 1,
                                 }
                             }
                         }
