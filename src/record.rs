@@ -203,11 +203,13 @@ impl LogType {
 
 /// A parsed record with its normalised fields.
 ///
-/// A record read from a log file is kept as its text with the position of each
-/// top-level field; a field is parsed only when a rule, a normalised field or an
-/// alert needs it (most rules look at `eventName` and a few more fields, and an
-/// event is usually matched by no rule at all). Normalised fields are computed on
-/// first use too.
+/// A record read from a log file is kept as its (validated) text with the position
+/// of each top-level field. Rules and the identity normaliser read plain strings,
+/// integers and booleans straight from the text, locating an object's members on
+/// first use; a field is parsed into a tree only for what the text cannot lend
+/// (escaped strings, fractions, whole objects). Most rules look at `eventName` and a
+/// few more fields, and an event is usually matched by no rule at all. Normalised
+/// fields are computed on first use too.
 #[derive(Debug, Clone)]
 pub struct Event {
     log_type: LogType,
