@@ -384,11 +384,18 @@ impl Consumer<'_> {
 
     /// A [`Pre::Done`] record's turn: its rules are all stateless, so what
     /// [`Consumer::event`] would do comes down to counting and writing its alerts.
-    fn done(&mut self, matched: &[usize], built: Vec<Alert>, out: &mut dyn AlertWriter) {
+    fn done(&mut self, matched: &[usize], built: Built, out: &mut dyn AlertWriter) {
         self.engine.count_matches(matched);
-        for (&r, alert) in matched.iter().zip(built) {
-            self.count(r);
-            self.write(&alert, out);
+        matched.iter().for_each(|&r| self.count(r));
+        if self.write_err.is_some() {
+            return;
+        }
+        let written = match built {
+            Built::Alerts(alerts) => alerts.iter().try_for_each(|a| out.write(a)),
+            Built::Rendered(bytes) => out.write_rendered(&bytes),
+        };
+        if let Err(e) = written {
+            self.write_err = Some(e);
         }
     }
 
@@ -483,10 +490,7 @@ enum Pre {
     /// matched is stateless and the DeleteObjects join has no interest in it. The
     /// record itself is not handed over (most records match nothing), so a
     /// reader can run far ahead of the consumer in little memory.
-    Done {
-        matched: Vec<usize>,
-        built: Vec<Alert>,
-    },
+    Done { matched: Vec<usize>, built: Built },
     /// A record outside `--since`/`--until`.
     Filtered,
     Bad {
@@ -494,6 +498,59 @@ enum Pre {
         error: RecordError,
     },
 }
+/// The alerts of a [`Pre::Done`] record: as built, or already rendered for the
+/// output (JSON lines), so that the writing thread only copies bytes.
+enum Built {
+    Alerts(Vec<Alert>),
+    Rendered(Vec<u8>),
+}
+
+/// What a reader thread works out for one record ahead of its turn: whether it
+/// is in the time range, the rules whose condition holds, and the alerts of the
+/// stateless ones (rendered when the output can take them so).
+fn ahead(
+    engine: &Engine,
+    opts: &ScanOptions,
+    render: Option<fn(&Alert, &mut Vec<u8>)>,
+    source: impl Fn(u64) -> SourceRef,
+    index: u64,
+    event: Event,
+) -> Pre {
+    if !Consumer::in_range(opts, &event) {
+        return Pre::Filtered;
+    }
+    let mut matched = Vec::new();
+    let mut built = Vec::new();
+    let mut all_stateless = true;
+    engine.matching(&event, &mut matched);
+    for &r in &matched {
+        let rule = &engine.rules()[r];
+        if stateless(rule, opts) {
+            let d = Detection { rule: r, hit: None };
+            built.push(Alert::new(rule, &d, &event, source(index)));
+        } else {
+            all_stateless = false;
+        }
+    }
+    if !all_stateless || crate::join::DeleteJoin::interested(&event) {
+        return Pre::Event {
+            index,
+            event,
+            matched,
+            built,
+        };
+    }
+    let built = match render {
+        Some(render) if !built.is_empty() => {
+            let mut bytes = Vec::with_capacity(4096);
+            built.iter().for_each(|a| render(a, &mut bytes));
+            Built::Rendered(bytes)
+        }
+        _ => Built::Alerts(built),
+    };
+    Pre::Done { matched, built }
+}
+
 /// Whether a rule fires on every match (nothing windowed decides), so that its
 /// alerts can be built ahead of their turn.
 fn stateless(rule: &crate::rules::Rule, opts: &ScanOptions) -> bool {
@@ -530,6 +587,7 @@ fn read_ahead(
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let opts = c.opts;
+    let render = out.renderer();
     std::thread::scope(|scope| {
         for _ in 0..opts.threads.clamp(1, objects.len()) {
             scope.spawn(|| {
@@ -560,37 +618,14 @@ fn read_ahead(
                         }
                         chunk.push(match item {
                             Item::Bad { position, error } => Pre::Bad { position, error },
-                            Item::Event { index, event } => {
-                                if !Consumer::in_range(opts, &event) {
-                                    Pre::Filtered
-                                } else {
-                                    let mut matched = Vec::new();
-                                    let mut built = Vec::new();
-                                    let mut all_stateless = true;
-                                    engine.matching(&event, &mut matched);
-                                    for &r in &matched {
-                                        let rule = &engine.rules()[r];
-                                        if stateless(rule, opts) {
-                                            let d = Detection { rule: r, hit: None };
-                                            let source = objects[i].source(&name, index);
-                                            built.push(Alert::new(rule, &d, &event, source));
-                                        } else {
-                                            all_stateless = false;
-                                        }
-                                    }
-                                    if all_stateless && !crate::join::DeleteJoin::interested(&event)
-                                    {
-                                        Pre::Done { matched, built }
-                                    } else {
-                                        Pre::Event {
-                                            index,
-                                            event,
-                                            matched,
-                                            built,
-                                        }
-                                    }
-                                }
-                            }
+                            Item::Event { index, event } => ahead(
+                                &engine,
+                                opts,
+                                render,
+                                |index| objects[i].source(&name, index),
+                                index,
+                                event,
+                            ),
                         });
                         if chunk.len() == CHUNK {
                             let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));

@@ -244,5 +244,17 @@ fn threads_change_nothing() {
     });
     let filtered = filtered.expect("the summary counts records outside the range");
     assert!(!filtered.starts_with("0 "), "{filtered}");
+    // CSV rows (written by the ordered thread, where JSON lines come rendered by
+    // the readers) are the same too.
+    let csv = |threads: &str| {
+        let (_, out, _) = run(trailwatch()
+            .args(["scan", "--format", "csv", "--threads", threads, "--rules"])
+            .arg(root().join("rules"))
+            .arg(dir.path().join("ct")));
+        out
+    };
+    let rows = csv("1");
+    assert!(rows.lines().count() > 1000, "{} rows", rows.lines().count());
+    assert_eq!(rows, csv("3"));
     assert_eq!(one, two);
 }

@@ -50,6 +50,16 @@ pub enum Columns {
 /// Writes alerts in one format.
 pub trait AlertWriter {
     fn write(&mut self, alert: &Alert) -> io::Result<()>;
+    /// For a writer whose output is each alert rendered on its own, the rendering
+    /// (so that reader threads can do it, and [`AlertWriter::write_rendered`] only
+    /// copies bytes); `None` for the others.
+    fn renderer(&self) -> Option<fn(&Alert, &mut Vec<u8>)> {
+        None
+    }
+    /// Writes alerts that [`AlertWriter::renderer`] rendered.
+    fn write_rendered(&mut self, _bytes: &[u8]) -> io::Result<()> {
+        Err(io::Error::other("this output renders its own alerts"))
+    }
     /// Writes the `DeleteObjects` join, for writers that show it as rows.
     fn write_join(&mut self, _rows: &[crate::join::JoinRow]) -> io::Result<()> {
         Ok(())
@@ -99,10 +109,22 @@ impl<W: Write> AlertWriter for JoinCsv<W> {
 
 pub struct Jsonl<W>(pub W);
 
+/// One alert as a JSON line.
+fn json_line(alert: &Alert, out: &mut Vec<u8>) {
+    serde_json::to_writer(&mut *out, alert).expect("an alert serialises");
+    out.push(b'\n');
+}
+
 impl<W: Write> AlertWriter for Jsonl<W> {
     fn write(&mut self, alert: &Alert) -> io::Result<()> {
         serde_json::to_writer(&mut self.0, alert)?;
         self.0.write_all(b"\n")
+    }
+    fn renderer(&self) -> Option<fn(&Alert, &mut Vec<u8>)> {
+        Some(json_line)
+    }
+    fn write_rendered(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.0.write_all(bytes)
     }
     fn flush(&mut self) -> io::Result<()> {
         self.0.flush()
