@@ -498,6 +498,7 @@ enum Pre {
         error: RecordError,
     },
 }
+
 /// The alerts of a [`Pre::Done`] record: as built, or already rendered for the
 /// output (JSON lines), so that the writing thread only copies bytes.
 enum Built {
