@@ -195,7 +195,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn load_rules(dir: &std::path::Path, strictness: Strictness) -> Result<RuleSet, ExitCode> {
-    match RuleSet::load(dir, strictness) {
+    report_load(dir, RuleSet::load(dir, strictness))
+}
+
+fn report_load(
+    dir: &std::path::Path,
+    loaded: Result<RuleSet, crate::rules::Diagnostics>,
+) -> Result<RuleSet, ExitCode> {
+    match loaded {
         Ok(set) => {
             for w in &set.warnings {
                 eprintln!("warning: {w}");
@@ -302,7 +309,7 @@ fn rules_report(
 
 fn scan_cmd(args: ScanArgs) -> anyhow::Result<ExitCode> {
     let dir = args.dir.resolve(None);
-    let set = match load_rules(&dir, Strictness::Run) {
+    let set = match report_load(&dir, RuleSet::load_without_tests(&dir, Strictness::Run)) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };

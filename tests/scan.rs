@@ -379,3 +379,24 @@ fn not_cloudtrail() {
     assert!(err.contains("no/such/path"), "{err}");
     let _ = json!(null);
 }
+
+/// A scan only detects: it loads rules without their `[[test]]` tables (the tests'
+/// events are for `rules check`/`rules test`), so a rule whose test data is missing
+/// still scans, while `rules check` reports the test.
+#[test]
+fn scan_leaves_rule_tests_to_the_rules_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = std::fs::read_to_string(root().join("rules/s3-assumed-role-object-ops.toml"))
+        .unwrap()
+        + "\n[[test]]\nname = \"data that is not there\"\nexpect = 1\nfile = \"missing.json\"\n";
+    write(&dir.path().join("rule.toml"), rule.as_bytes());
+    let (code, _, err) = run(trailwatch().args(["rules", "check"]).arg(dir.path()));
+    assert_ne!(code, 0);
+    assert!(err.contains("missing.json"), "{err}");
+    let (code, out, err) = run(trailwatch()
+        .args(["scan", "--format", "csv", "--rules"])
+        .arg(dir.path())
+        .arg("tests/data/seed"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 5, "header and the four rows: {out}");
+}

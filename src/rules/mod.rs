@@ -351,6 +351,19 @@ impl RuleSet {
     /// Loads every `*.toml` under `path` (recursively, in path order), or the one file
     /// `path` names. All problems of all files are reported together.
     pub fn load(path: &Path, strictness: Strictness) -> Result<RuleSet, Diagnostics> {
+        RuleSet::load_with(path, syntax::Loader::new(strictness, today()))
+    }
+
+    /// [`RuleSet::load`] without the rules' `[[test]]` tables, for a scan: it only
+    /// detects, and the tests' events would cost memory and load time.
+    pub fn load_without_tests(path: &Path, strictness: Strictness) -> Result<RuleSet, Diagnostics> {
+        RuleSet::load_with(
+            path,
+            syntax::Loader::new(strictness, today()).without_tests(),
+        )
+    }
+
+    fn load_with(path: &Path, mut loader: syntax::Loader) -> Result<RuleSet, Diagnostics> {
         let files = rule_files(path).map_err(|e| {
             Diagnostics(vec![Diagnostic {
                 path: path.to_path_buf(),
@@ -359,7 +372,6 @@ impl RuleSet {
                 message: format!("cannot read rules: {e} (set --rules or TRAILWATCH_RULES to the rules directory)"),
             }])
         })?;
-        let mut loader = syntax::Loader::new(strictness, today());
         for f in &files {
             match std::fs::read_to_string(f) {
                 Ok(src) => loader.add(f, &src),

@@ -57,6 +57,8 @@ const OPERATORS: [&str; 17] = [
 /// Collects rules and problems across files.
 pub struct Loader {
     strictness: Strictness,
+    /// Skip `[[test]]` tables (see [`Loader::without_tests`]).
+    skip_tests: bool,
     today: (i32, u8, u8),
     rules: Vec<Rule>,
     errors: Vec<Diagnostic>,
@@ -68,12 +70,21 @@ impl Loader {
     pub fn new(strictness: Strictness, today: (i32, u8, u8)) -> Loader {
         Loader {
             strictness,
+            skip_tests: false,
             today,
             rules: Vec::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
             ids: HashMap::new(),
         }
+    }
+
+    /// A loader that leaves `[[test]]` tables alone: for runs that only detect,
+    /// which need neither the tests' events in memory nor the time to read them
+    /// (`rules check` and `rules test` read and check them).
+    pub fn without_tests(mut self) -> Loader {
+        self.skip_tests = true;
+        self
     }
 
     /// Compiles one rule file's text.
@@ -84,6 +95,7 @@ impl Loader {
             errors: Vec::new(),
             warnings: Vec::new(),
             strictness: self.strictness,
+            skip_tests: self.skip_tests,
             today: self.today,
             inherited_expand: false,
         };
@@ -161,6 +173,7 @@ struct FileCx<'a> {
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     strictness: Strictness,
+    skip_tests: bool,
     today: (i32, u8, u8),
     /// `expand = true` of an enclosing table, for a nested `not`.
     inherited_expand: bool,
@@ -937,7 +950,10 @@ impl<'a> FileCx<'a> {
         let threshold = key_of(t, "threshold").and_then(|(_, v)| self.threshold(v));
         let suppress =
             key_of(t, "suppress").and_then(|(_, v)| self.suppress(v, threshold.as_ref()));
-        let tests = self.tests(t, log_type.unwrap_or_default());
+        let tests = match self.skip_tests {
+            true => Some(Vec::new()),
+            false => self.tests(t, log_type.unwrap_or_default()),
+        };
 
         Some((
             Rule {
