@@ -563,7 +563,7 @@ fn stateless(rule: &crate::rules::Rule, opts: &ScanOptions) -> bool {
 /// on a later file than the consumer's must get far enough ahead to keep its core
 /// busy until its turn; records that match nothing take a few bytes ([`Pre::Done`]).
 const CHUNK: usize = 128;
-const AHEAD: usize = 32;
+const AHEAD: usize = 24;
 
 /// Several files at once: `opts.threads` reader threads each take the next file,
 /// then decompress, split, parse and match it against the rules' conditions (the
