@@ -548,7 +548,7 @@ impl<'a> Found<'a> {
 
 /// The values at `path` inside the value at `span`, read from the text as
 /// [`walk`] reads them from a tree: `null` is absent, arrays yield their elements,
-/// the last of duplicate keys wins. `members` is the value's member list when
+/// the last of duplicate keys wins. `members_of` is the value's member list when
 /// already located.
 fn walk_text<'a>(
     text: &'a str,
@@ -619,7 +619,7 @@ fn walk_text<'a>(
 /// The index just past the string that opens at `b[at]` (a `"`).
 fn string_end(b: &[u8], at: usize) -> usize {
     let mut i = at + 1;
-    while let Some(n) = memchr::memchr2(b'"', b'\\', &b[i..]) {
+    while let Some(n) = memchr::memchr2(b'"', b'\\', b.get(i..).unwrap_or_default()) {
         i += n;
         if b[i] == b'"' {
             return i + 1;
