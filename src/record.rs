@@ -1269,6 +1269,30 @@ mod tests {
         assert_eq!(members_at_separators(b"{}", &[1]).map(|m| m.len()), Some(0));
     }
 
+    /// JSON lines: only the first line is captured with separators. Those of an
+    /// earlier record must never be applied to a later one, even where they happen
+    /// to fit its text (as they would here, cutting `ab` out of the second record).
+    #[test]
+    fn json_lines_do_not_reuse_an_earlier_record_s_separators() {
+        let input = concat!(
+            r#"{"eventName":"GetObject","a":"b"}"#,
+            "\n",
+            r#"{"eventName":1,"ab":true,"x":"x"}"#,
+            "\n"
+        );
+        let mut events = Vec::new();
+        crate::input::read_events(input.as_bytes(), Default::default(), |item| {
+            if let crate::input::Item::Event { event, .. } = item {
+                events.push(event);
+            }
+        })
+        .unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(values(&events[1], "eventName"), ["1"]);
+        assert_eq!(values(&events[1], "ab"), ["true"]);
+        assert_eq!(values(&events[1], "x"), ["x"]);
+    }
+
     fn key_text_of<'t>(text: &'t str, k: &'t KeyText) -> &'t str {
         match k {
             KeyText::Span(r) => &text[r.clone()],

@@ -129,6 +129,9 @@ impl<R: Read> RecordSplitter<R> {
     /// end of the stream.
     pub fn next_into(&mut self, out: &mut Vec<u8>) -> Result<Option<Slot>, SplitError> {
         out.clear();
+        // Only a record captured by this call has separators (JSON lines after the
+        // first do not): never leave those of an earlier record behind.
+        self.separators.clear();
         loop {
             match self.state {
                 State::Done => return Ok(None),
