@@ -301,6 +301,28 @@ enum KeyText {
     Owned(Box<str>),
 }
 
+impl KeyText {
+    /// The key whose quoted text is `b[quoted]`: its span, or its unescaped text
+    /// when it has escapes (`None` if those do not unescape).
+    fn of(b: &[u8], quoted: Range<usize>) -> Option<KeyText> {
+        let inner = quoted.start + 1..quoted.end - 1;
+        if !b[inner.clone()].contains(&b'\\') {
+            return Some(KeyText::Span(inner));
+        }
+        serde_json::from_slice::<String>(&b[quoted])
+            .ok()
+            .map(|k| KeyText::Owned(k.into_boxed_str()))
+    }
+
+    /// The key's text, given the record's.
+    fn text<'t>(&'t self, text: &'t str) -> &'t str {
+        match self {
+            KeyText::Span(r) => &text[r.clone()],
+            KeyText::Owned(k) => k,
+        }
+    }
+}
+
 impl Lazy {
     fn find(&self, key: &str) -> Option<usize> {
         if let Some(id) = known_key(key) {
@@ -309,7 +331,7 @@ impl Lazy {
         // The last occurrence wins, as when parsing into a map.
         self.fields
             .iter()
-            .rposition(|f| key_is(self.raw.get(), &f.key, key))
+            .rposition(|f| f.key.text(self.raw.get()) == key)
     }
 
     fn value(&self, i: usize) -> &Value {
@@ -364,12 +386,7 @@ impl Lazy {
                 deeper = members(b, span.start);
                 &deeper
             };
-            span = list
-                .iter()
-                .rev()
-                .find(|(key, _)| key_is(text, key, k))?
-                .1
-                .clone();
+            span = member(text, list, k)?;
         }
         match b.get(span.start) {
             None | Some(b'n') => None,
@@ -410,16 +427,7 @@ fn members(b: &[u8], at: usize) -> Vec<(KeyText, Range<usize>)> {
             break; // `}`: the end (or, with invalid input, nothing more to find)
         }
         let key_end = string_end(b, i);
-        let inner = i + 1..key_end - 1;
-        let key = if b[inner.clone()].contains(&b'\\') {
-            KeyText::Owned(
-                serde_json::from_slice::<String>(&b[i..key_end])
-                    .unwrap_or_default()
-                    .into_boxed_str(),
-            )
-        } else {
-            KeyText::Span(inner)
-        };
+        let key = KeyText::of(b, i..key_end).unwrap_or(KeyText::Owned(Box::default()));
         i = key_end;
         skip_ws(b, &mut i);
         i += 1; // `:`
@@ -464,17 +472,7 @@ fn members_at_separators(b: &[u8], seps: &[u32]) -> Option<Vec<(KeyText, Range<u
         if !fits {
             return None;
         }
-        let inner = key_start + 1..colon - 1;
-        let key = if b[inner.clone()].contains(&b'\\') {
-            KeyText::Owned(
-                serde_json::from_slice::<String>(&b[key_start..colon])
-                    .ok()?
-                    .into_boxed_str(),
-            )
-        } else {
-            KeyText::Span(inner)
-        };
-        out.push((key, colon + 1..end));
+        out.push((KeyText::of(b, key_start..colon)?, colon + 1..end));
         key_start = end + 1;
     }
     Some(out)
@@ -509,11 +507,14 @@ fn skip_ws(b: &[u8], i: &mut usize) {
     }
 }
 
-fn key_is(text: &str, k: &KeyText, want: &str) -> bool {
-    match k {
-        KeyText::Span(r) => &text[r.clone()] == want,
-        KeyText::Owned(k) => &**k == want,
-    }
+/// The span of the value of `key` among an object's `members` (the last one, as
+/// when parsing into a map).
+fn member(text: &str, members: &[(KeyText, Range<usize>)], key: &str) -> Option<Range<usize>> {
+    members
+        .iter()
+        .rev()
+        .find(|(k, _)| k.text(text) == key)
+        .map(|(_, v)| v.clone())
 }
 
 /// A value the text walk leaves to the tree: an escaped string, a number other
@@ -575,8 +576,8 @@ fn walk_text<'a>(
                     &owned
                 }
             };
-            match list.iter().rev().find(|(key, _)| key_is(text, key, k)) {
-                Some((_, child)) => walk_text(text, child.clone(), None, rest, found),
+            match member(text, list, k) {
+                Some(child) => walk_text(text, child, None, rest, found),
                 None => Ok(()),
             }
         }
@@ -737,22 +738,16 @@ impl Event {
             "eventVersion",
             "userIdentity",
         ];
-        fn key_text<'t>(text: &'t str, k: &'t KeyText) -> &'t str {
-            match k {
-                KeyText::Span(r) => &text[r.clone()],
-                KeyText::Owned(k) => k,
-            }
-        }
         if !fields.iter().any(|f| {
             MARKERS
                 .iter()
-                .any(|m| m.eq_ignore_ascii_case(key_text(text, &f.key)))
+                .any(|m| m.eq_ignore_ascii_case(f.key.text(text)))
         }) {
             return Err(RecordError::NotCloudTrail);
         }
         let mut known = [0u32; KNOWN_KEYS];
         for (i, f) in fields.iter().enumerate() {
-            if let (Some(id), Ok(n)) = (known_key(key_text(text, &f.key)), u32::try_from(i + 1)) {
+            if let (Some(id), Ok(n)) = (known_key(f.key.text(text)), u32::try_from(i + 1)) {
                 known[id] = n;
             }
         }
@@ -1246,7 +1241,7 @@ mod tests {
                 assert_eq!(seps.len(), scanned.len());
                 for ((k1, v1), (k2, v2)) in seps.iter().zip(&scanned) {
                     assert_eq!(v1, v2);
-                    let (k1, k2) = (key_text_of(text, k1), key_text_of(text, k2));
+                    let (k1, k2) = (k1.text(text), k2.text(text));
                     assert_eq!(k1, k2);
                     let want: Value = serde_json::from_str(&text[v1.clone()]).unwrap();
                     assert_eq!(tree.get(k1), Some(&want), "{k1} in {}", f.display());
@@ -1291,13 +1286,6 @@ mod tests {
         assert_eq!(values(&events[1], "eventName"), ["1"]);
         assert_eq!(values(&events[1], "ab"), ["true"]);
         assert_eq!(values(&events[1], "x"), ["x"]);
-    }
-
-    fn key_text_of<'t>(text: &'t str, k: &'t KeyText) -> &'t str {
-        match k {
-            KeyText::Span(r) => &text[r.clone()],
-            KeyText::Owned(k) => k,
-        }
     }
 
     #[test]
