@@ -235,9 +235,7 @@ impl Hook {
                     let age = t0.elapsed();
                     if age < HOOK_503 {
                         *f.lock().unwrap() += 1;
-                        let _ = conn.write_all(
-                            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                        );
+                        respond(&mut conn, "503 Service Unavailable");
                     } else if age < HOOK_503 + HOOK_HANG {
                         // Hang: never answer; the sink's timeout must give up.
                         *f.lock().unwrap() += 1;
@@ -247,9 +245,7 @@ impl Hook {
                         i.lock()
                             .unwrap()
                             .push(a["alert_id"].as_str().unwrap().to_owned());
-                        let _ = conn.write_all(
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                        );
+                        respond(&mut conn, "200 OK");
                     }
                 });
             }

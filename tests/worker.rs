@@ -366,10 +366,7 @@ fn webhook_is_retried_until_it_accepts() {
             if i >= 2 {
                 seen.lock().unwrap().push(body);
             }
-            let _ = conn.write_all(
-                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                    .as_bytes(),
-            );
+            respond(&mut conn, status);
         }
     });
     bed.put("AWSLogs/1.json.gz", delete_file(1, "hook@example.com"));
@@ -417,10 +414,7 @@ fn a_sink_outage_holds_the_message() {
                 seen.lock().unwrap().push(body);
                 "200 OK"
             };
-            let _ = conn.write_all(
-                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                    .as_bytes(),
-            );
+            respond(&mut conn, status);
         }
     });
     bed.put("AWSLogs/1.json.gz", delete_file(1, "held@example.com"));

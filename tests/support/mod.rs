@@ -135,6 +135,14 @@ pub fn read_http_body(conn: &mut std::net::TcpStream) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
+/// Answers an HTTP request with `status` (e.g. `"503 Service Unavailable"`), no
+/// body, and closes the connection.
+pub fn respond(conn: &mut std::net::TcpStream, status: &str) {
+    let _ = conn.write_all(
+        format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes(),
+    );
+}
+
 /// Runs the shared CloudTrail generator: `files` gzip files of `records` records,
 /// seeded, into `out`.
 pub fn generate(seed: u32, files: usize, records: usize, out: &Path) {
