@@ -387,15 +387,9 @@ impl Consumer<'_> {
     fn done(&mut self, matched: &[usize], built: Built, out: &mut dyn AlertWriter) {
         self.engine.count_matches(matched);
         matched.iter().for_each(|&r| self.count(r));
-        if self.write_err.is_some() {
-            return;
-        }
-        let written = match built {
-            Built::Alerts(alerts) => alerts.iter().try_for_each(|a| out.write(a)),
-            Built::Rendered(bytes) => out.write_rendered(&bytes),
-        };
-        if let Err(e) = written {
-            self.write_err = Some(e);
+        match built {
+            Built::Alerts(alerts) => alerts.iter().for_each(|a| self.write(a, out)),
+            Built::Rendered(bytes) => self.emit(out, |out| out.write_rendered(&bytes)),
         }
     }
 
@@ -413,8 +407,18 @@ impl Consumer<'_> {
     }
 
     fn write(&mut self, alert: &Alert, out: &mut dyn AlertWriter) {
+        self.emit(out, |out| out.write(alert));
+    }
+
+    /// Writes to the output unless an earlier write failed; the first error is
+    /// kept for the end of the file.
+    fn emit(
+        &mut self,
+        out: &mut dyn AlertWriter,
+        write: impl FnOnce(&mut dyn AlertWriter) -> std::io::Result<()>,
+    ) {
         if self.write_err.is_none() {
-            if let Err(e) = out.write(alert) {
+            if let Err(e) = write(out) {
                 self.write_err = Some(e);
             }
         }
