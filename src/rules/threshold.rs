@@ -131,7 +131,11 @@ impl ThresholdState {
                 !g.entries.is_empty()
             });
         }
-        let g = self.groups.entry(group.clone()).or_default();
+        // Look the group up before cloning its key: most observations find it.
+        if !self.groups.contains_key(&group) {
+            self.groups.insert(group.clone(), Group::default());
+        }
+        let g = self.groups.get_mut(&group).expect("inserted above");
         let horizon = wm - th.window_ms - LATENESS_MS;
         if evict(&mut g.entries, horizon) && g.tail.as_ref().is_some_and(|tl| tl.start.0 < horizon)
         {
@@ -197,6 +201,11 @@ impl ThresholdState {
                 tail.add(&g.entries[&key]);
                 tail.start = tail.start.min(key);
             }
+        }
+        // No window can hold more events (or distinct values) than the group
+        // remembers: most late events are rejected here without a look around.
+        if (g.entries.len() as u64) < th.count {
+            return None;
         }
         let entries = &mut g.entries;
         let near: Vec<(&(i64, u64), &Option<String>)> =
