@@ -170,47 +170,83 @@ impl Engine {
     /// the rules `matched` (from [`Engine::matching`]), events in order.
     pub fn apply(&mut self, e: &Event, matched: &[usize], out: &mut Vec<Detection>) {
         for &i in matched {
-            let rule = &self.rules[i];
-            self.matches[i] += 1;
-            if self.options.ignore_thresholds {
-                out.push(Detection { rule: i, hit: None });
-                continue;
-            }
-            let st = &mut self.state[i];
-            // An event without a usable eventTime counts at the newest time seen.
-            let t = match e.time_ms() {
-                Some(t) => {
-                    st.newest_ms = Some(st.newest_ms.map_or(t, |n| n.max(t)));
-                    t
-                }
-                None => st.newest_ms.unwrap_or(0),
-            };
-            let hit = match &rule.threshold {
-                Some(th) => {
-                    let group = key(e, &th.group_by);
-                    let distinct = match &th.distinct {
-                        Some((_, f)) => match e.first_value(f) {
-                            Some(v) => Some(v.display()),
-                            // No value to count: the event cannot add a distinct value.
-                            None => continue,
-                        },
-                        None => None,
-                    };
-                    match st.threshold.observe(th, t, group, distinct) {
-                        Some(hit) => Some(hit),
-                        None => continue,
-                    }
-                }
-                None => None,
-            };
-            if let Some(s) = &rule.suppress {
-                if !st.suppress.admit(s, key(e, &s.key), t) {
-                    continue;
-                }
-            }
-            out.push(Detection { rule: i, hit });
+            let o = self.observation(i, e);
+            out.extend(self.record(i, o));
         }
     }
+
+    /// What rule `i`'s windowed state needs to know of `e` (its time, group,
+    /// distinct value and suppression key). Pure, like [`Engine::matching`]: a
+    /// reader thread works it out ahead, so that the ordered thread need not hold
+    /// on to the whole event.
+    pub fn observation(&self, i: usize, e: &Event) -> Observation {
+        let rule = &self.rules[i];
+        let windowed = !self.options.ignore_thresholds;
+        let th = rule.threshold.as_ref().filter(|_| windowed);
+        Observation {
+            time_ms: e.time_ms(),
+            group: th.map(|th| key(e, &th.group_by)).unwrap_or_default(),
+            distinct: th
+                .and_then(|th| th.distinct.as_ref())
+                .and_then(|(_, f)| e.first_value(f))
+                .map(|v| v.display()),
+            suppress: rule
+                .suppress
+                .as_ref()
+                .filter(|_| windowed)
+                .map(|s| key(e, &s.key))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Counts a match of rule `i` with what [`Engine::observation`] found, in event
+    /// order; returns the detection unless a threshold is not reached yet or
+    /// suppression drops it.
+    pub fn record(&mut self, i: usize, o: Observation) -> Option<Detection> {
+        let rule = &self.rules[i];
+        self.matches[i] += 1;
+        if self.options.ignore_thresholds {
+            return Some(Detection { rule: i, hit: None });
+        }
+        let st = &mut self.state[i];
+        // An event without a usable eventTime counts at the newest time seen.
+        let t = match o.time_ms {
+            Some(t) => {
+                st.newest_ms = Some(st.newest_ms.map_or(t, |n| n.max(t)));
+                t
+            }
+            None => st.newest_ms.unwrap_or(0),
+        };
+        let hit = match &rule.threshold {
+            Some(th) => {
+                if th.distinct.is_some() && o.distinct.is_none() {
+                    // No value to count: the event cannot add a distinct value.
+                    return None;
+                }
+                Some(st.threshold.observe(th, t, o.group, o.distinct)?)
+            }
+            None => None,
+        };
+        if let Some(s) = &rule.suppress {
+            if !st.suppress.admit(s, o.suppress, t) {
+                return None;
+            }
+        }
+        Some(Detection { rule: i, hit })
+    }
+}
+
+/// What the windowed state of one rule needs to know of an event; see
+/// [`Engine::observation`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    time_ms: Option<i64>,
+    /// The threshold's group (empty without a threshold).
+    group: Key,
+    /// The threshold's distinct value, when it counts distinct values.
+    distinct: Option<String>,
+    /// The suppression key (empty without suppression).
+    suppress: Key,
 }
 
 /// Rules indexed by the `eventName` values their condition requires, so that an

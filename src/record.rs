@@ -831,6 +831,17 @@ impl Event {
         }
     }
 
+    /// Roughly the memory the event takes: its text and its fields (for bounding
+    /// what reader threads hold ahead).
+    pub fn footprint(&self) -> usize {
+        std::mem::size_of::<Event>()
+            + match &self.body {
+                Body::Lazy(l) => l.raw.get().len() + l.fields.len() * std::mem::size_of::<Field>(),
+                // A tree takes several times its text; access log lines are short.
+                Body::Tree(_) => 4096,
+            }
+    }
+
     /// The record as JSON text for alerts: shared, not copied, when it was read from
     /// a file (it was validated then); serialised from the tree otherwise.
     pub fn record_json(&self) -> Arc<RawValue> {

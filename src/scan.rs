@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::alert::{Alert, SourceRef};
-use crate::engine::{Detection, Engine, EngineOptions};
+use crate::engine::{Detection, Engine, EngineOptions, Observation};
 use crate::input::{self, InputSpec, Item, Limits, Position};
 use crate::output::AlertWriter;
 use crate::record::{Event, RecordError};
 use crate::rules::{RuleSet, Severity};
+use serde_json::value::RawValue;
+use std::sync::Arc;
 
 /// At most this many record errors are printed per file; all are counted.
 const RECORD_ERRORS_SHOWN: u64 = 10;
@@ -393,6 +395,48 @@ impl Consumer<'_> {
         }
     }
 
+    /// A [`Pre::Windowed`] record's turn: each matched rule's windowed state takes
+    /// the observation worked out ahead; alerts built ahead go out as they are
+    /// admitted, and a completed threshold builds its alert from the record's text.
+    fn windowed(
+        &mut self,
+        obj: &Object,
+        name: &str,
+        index: u64,
+        record: Option<&RawValue>,
+        steps: Vec<Step>,
+        rendered: &[u8],
+        out: &mut dyn AlertWriter,
+    ) {
+        let mut event = None;
+        for step in steps {
+            let Some(d) = self.engine.record(step.rule, step.observation) else {
+                continue;
+            };
+            self.count(d.rule);
+            match step.alert {
+                Some(Ready::Alert(a)) => self.write(&a, out),
+                Some(Ready::Rendered(r)) => self.emit(out, |out| out.write_rendered(&rendered[r])),
+                None => {
+                    let Some(record) = record else {
+                        continue; // never: the record is kept when a threshold may fire
+                    };
+                    let event = event.get_or_insert_with(|| Event::parse(record.get().as_bytes()));
+                    // The text parsed when it was read, so it parses again.
+                    if let Ok(e) = event {
+                        let alert = Alert::new(
+                            &self.engine.rules()[d.rule],
+                            &d,
+                            e,
+                            obj.source(name, index),
+                        );
+                        self.write(&alert, out);
+                    }
+                }
+            }
+        }
+    }
+
     fn count(&mut self, rule: usize) {
         let rule = &self.engine.rules()[rule];
         let s = &mut self.summary;
@@ -474,26 +518,39 @@ impl Consumer<'_> {
 }
 
 /// What a reader thread hands over for one file, in order.
-enum Chunk {
-    Items(Vec<Pre>),
+enum Chunk<'a> {
+    /// Records, and what they weigh against their reader's [`Budget`].
+    Items(Vec<Pre>, usize, &'a Budget),
     OpenFailed(String),
     End(Result<input::StreamStats, input::StreamError>),
 }
 
 /// A record read (and matched against the rules' conditions) ahead of its turn.
 enum Pre {
+    /// A record the DeleteObjects join wants (or one without a text to parse
+    /// again), handed over whole.
     Event {
         index: u64,
-        event: Event,
+        event: Box<Event>,
         matched: Vec<usize>,
         /// The alerts of the matched rules that keep no state (no threshold, no
         /// suppression): they fire whenever they match, so they are built here.
         built: Vec<Alert>,
     },
+    /// A record that a rule with a threshold or suppression matched: what each
+    /// matched rule's windowed state needs of it, and the alerts that no threshold
+    /// decides, built (or rendered into `rendered`) ahead. The record's text stays
+    /// only when a threshold may complete (its alert is built then), so a reader
+    /// can run far ahead in little memory.
+    Windowed {
+        index: u64,
+        record: Option<Arc<RawValue>>,
+        steps: Vec<Step>,
+        rendered: Vec<u8>,
+    },
     /// A record whose turn needs nothing but its ready alerts: every rule it
     /// matched is stateless and the DeleteObjects join has no interest in it. The
-    /// record itself is not handed over (most records match nothing), so a
-    /// reader can run far ahead of the consumer in little memory.
+    /// record itself is not handed over (most records match nothing).
     Done { matched: Vec<usize>, built: Built },
     /// A record outside `--since`/`--until`.
     Filtered,
@@ -501,6 +558,57 @@ enum Pre {
         position: Position,
         error: RecordError,
     },
+}
+
+impl Pre {
+    /// Roughly the memory a record held ahead takes (for the [`Budget`]).
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Pre>()
+            + match self {
+                Pre::Event { event, built, .. } => event.footprint() + built.len() * ALERT_WEIGHT,
+                Pre::Windowed {
+                    record,
+                    steps,
+                    rendered,
+                    ..
+                } => {
+                    record.as_ref().map_or(0, |r| r.get().len())
+                        + rendered.len()
+                        + steps.len() * std::mem::size_of::<Step>()
+                        + steps
+                            .iter()
+                            .filter(|s| matches!(s.alert, Some(Ready::Alert(_))))
+                            .count()
+                            * ALERT_WEIGHT
+                }
+                Pre::Done { matched, built } => {
+                    matched.len() * 8
+                        + match built {
+                            Built::Alerts(a) => a.len() * ALERT_WEIGHT,
+                            Built::Rendered(b) => b.len(),
+                        }
+                }
+                Pre::Filtered | Pre::Bad { .. } => 0,
+            }
+    }
+}
+
+/// What an alert built ahead weighs: the struct, its strings and its share of the
+/// record's text, roughly.
+const ALERT_WEIGHT: usize = 4096;
+
+/// One matched rule of a [`Pre::Windowed`] record.
+struct Step {
+    rule: usize,
+    observation: Observation,
+    /// The alert, when the rule has no threshold (it goes out unless suppressed).
+    alert: Option<Ready>,
+}
+
+enum Ready {
+    Alert(Box<Alert>),
+    /// A span of the record's `rendered` bytes.
+    Rendered(std::ops::Range<usize>),
 }
 
 /// The alerts of a [`Pre::Done`] record: as built, or already rendered for the
@@ -511,8 +619,9 @@ enum Built {
 }
 
 /// What a reader thread works out for one record ahead of its turn: whether it
-/// is in the time range, the rules whose condition holds, and the alerts of the
-/// stateless ones (rendered when the output can take them so).
+/// is in the time range, the rules whose condition holds, what their windowed
+/// state needs, and the alerts that no threshold decides (rendered when the
+/// output can take them so).
 fn ahead(
     engine: &Engine,
     opts: &ScanOptions,
@@ -525,26 +634,59 @@ fn ahead(
         return Pre::Filtered;
     }
     let mut matched = Vec::new();
-    let mut built = Vec::new();
-    let mut all_stateless = true;
     engine.matching(&event, &mut matched);
-    for &r in &matched {
-        let rule = &engine.rules()[r];
-        if stateless(rule, opts) {
-            let d = Detection { rule: r, hit: None };
-            built.push(Alert::new(rule, &d, &event, source(index)));
-        } else {
-            all_stateless = false;
-        }
-    }
-    if !all_stateless || crate::join::DeleteJoin::interested(&event) {
+    let rules = engine.rules();
+    let build = |r: usize| {
+        let d = Detection { rule: r, hit: None };
+        Alert::new(&rules[r], &d, &event, source(index))
+    };
+    let all_stateless = matched.iter().all(|&r| stateless(&rules[r], opts));
+    if crate::join::DeleteJoin::interested(&event) || (!all_stateless && event.raw_text().is_none())
+    {
+        let built = matched
+            .iter()
+            .filter(|&&r| stateless(&rules[r], opts))
+            .map(|&r| build(r))
+            .collect();
         return Pre::Event {
             index,
-            event,
+            event: Box::new(event),
             matched,
             built,
         };
     }
+    if !all_stateless {
+        let mut rendered = Vec::new();
+        let mut keep_record = false;
+        let steps = matched
+            .iter()
+            .map(|&r| Step {
+                rule: r,
+                observation: engine.observation(r, &event),
+                alert: if rules[r].threshold.is_some() {
+                    keep_record = true;
+                    None
+                } else {
+                    let alert = build(r);
+                    Some(match render {
+                        Some(render) => {
+                            let start = rendered.len();
+                            render(&alert, &mut rendered);
+                            Ready::Rendered(start..rendered.len())
+                        }
+                        None => Ready::Alert(Box::new(alert)),
+                    })
+                },
+            })
+            .collect();
+        return Pre::Windowed {
+            index,
+            record: keep_record.then(|| event.record_json()),
+            steps,
+            rendered,
+        };
+    }
+    let built: Vec<Alert> = matched.iter().map(|&r| build(r)).collect();
     let built = match render {
         Some(render) if !built.is_empty() => {
             let mut bytes = Vec::with_capacity(4096);
@@ -562,12 +704,59 @@ fn stateless(rule: &crate::rules::Rule, opts: &ScanOptions) -> bool {
     opts.engine.ignore_thresholds || (rule.threshold.is_none() && rule.suppress.is_none())
 }
 
-/// Records per chunk, and chunks a file may run ahead of the consumer: memory stays
-/// bounded by threads x `AHEAD` x `CHUNK` records whatever the file sizes. A reader
-/// on a later file than the consumer's must get far enough ahead to keep its core
-/// busy until its turn; records that match nothing take a few bytes ([`Pre::Done`]).
+/// Records per chunk, and the memory that a reader's records may take while they
+/// wait for their turn ([`Pre::weight`]). A reader on a later file than the
+/// consumer's must get far enough ahead to keep its core busy until its turn: most
+/// records weigh little ([`Pre::Done`] without alerts, [`Pre::Windowed`]), so a
+/// whole file of the usual size fits. Memory stays bounded whatever the file sizes.
 const CHUNK: usize = 128;
-const AHEAD: usize = 24;
+const BUDGET: usize = 12 << 20;
+
+/// The memory a reader's records take until the consumer has taken them.
+///
+/// No deadlock: a reader waits only while records of its own are held, and those
+/// belong to files up to the one it reads. When that is the consumer's file, the
+/// consumer is taking them; when it is a later one, the consumer gets there.
+struct Budget {
+    limit: usize,
+    used: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Budget {
+        Budget {
+            limit,
+            used: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits until `weight` more fits (or nothing is held, so that one chunk always
+    /// goes), unless `stop` says the consumer is gone.
+    fn take(&self, weight: usize, stop: &std::sync::atomic::AtomicBool) {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        while *used > 0
+            && *used + weight > self.limit
+            && !stop.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+        *used += weight;
+    }
+
+    fn give(&self, weight: usize) {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used = used.saturating_sub(weight);
+        self.freed.notify_all();
+    }
+
+    /// Wakes a reader waiting in [`Budget::take`] (after `stop` was set).
+    fn wake(&self) {
+        let _held = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        self.freed.notify_all();
+    }
+}
 
 /// Several files at once: `opts.threads` reader threads each take the next file,
 /// then decompress, split, parse and match it against the rules' conditions (the
@@ -584,18 +773,23 @@ fn read_ahead(
 ) -> anyhow::Result<()> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::mpsc::sync_channel;
+    use std::sync::mpsc::channel;
 
-    let (txs, rxs): (Vec<_>, Vec<_>) = objects.iter().map(|_| sync_channel(AHEAD)).unzip();
-    let txs: Vec<Mutex<Option<std::sync::mpsc::SyncSender<Chunk>>>> =
+    // Declared before the channels, whose chunks borrow them.
+    let budgets: Vec<Budget> = (0..c.opts.threads.clamp(1, objects.len()))
+        .map(|_| Budget::new(BUDGET))
+        .collect();
+    let (txs, rxs): (Vec<_>, Vec<_>) = objects.iter().map(|_| channel()).unzip();
+    let txs: Vec<Mutex<Option<std::sync::mpsc::Sender<Chunk>>>> =
         txs.into_iter().map(|t| Mutex::new(Some(t))).collect();
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let opts = c.opts;
     let render = out.renderer();
     std::thread::scope(|scope| {
-        for _ in 0..opts.threads.clamp(1, objects.len()) {
-            scope.spawn(|| {
+        for budget in &budgets {
+            let (next, stop, txs) = (&next, &stop, &txs);
+            scope.spawn(move || {
                 let engine = Engine::new(rules, opts.engine);
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -616,12 +810,13 @@ fn read_ahead(
                         }
                     };
                     let mut chunk = Vec::with_capacity(CHUNK);
+                    let mut weight = 0;
                     let mut gone = false;
                     let result = input::read_events(reader, opts.limits, |item| {
                         if gone {
                             return;
                         }
-                        chunk.push(match item {
+                        let pre = match item {
                             Item::Bad { position, error } => Pre::Bad { position, error },
                             Item::Event { index, event } => ahead(
                                 &engine,
@@ -631,14 +826,19 @@ fn read_ahead(
                                 index,
                                 event,
                             ),
-                        });
+                        };
+                        weight += pre.weight();
+                        chunk.push(pre);
                         if chunk.len() == CHUNK {
                             let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-                            gone = tx.send(Chunk::Items(full)).is_err();
+                            budget.take(weight, stop);
+                            gone = tx.send(Chunk::Items(full, weight, budget)).is_err();
+                            weight = 0;
                         }
                     });
                     if !gone && !chunk.is_empty() {
-                        gone = tx.send(Chunk::Items(chunk)).is_err();
+                        budget.take(weight, stop);
+                        gone = tx.send(Chunk::Items(chunk, weight, budget)).is_err();
                     }
                     if gone || tx.send(Chunk::End(result)).is_err() {
                         // The consumer stopped (an output error): so do the readers.
@@ -655,7 +855,7 @@ fn read_ahead(
                 for chunk in rx {
                     match chunk {
                         Chunk::OpenFailed(msg) => c.open_failed(&msg, diag)?,
-                        Chunk::Items(items) => {
+                        Chunk::Items(items, weight, budget) => {
                             for p in items {
                                 match p {
                                     Pre::Bad { position, error } => {
@@ -674,10 +874,25 @@ fn read_ahead(
                                         Some((&matched, built)),
                                         out,
                                     ),
+                                    Pre::Windowed {
+                                        index,
+                                        record,
+                                        steps,
+                                        rendered,
+                                    } => c.windowed(
+                                        obj,
+                                        &name,
+                                        index,
+                                        record.as_deref(),
+                                        steps,
+                                        &rendered,
+                                        out,
+                                    ),
                                     Pre::Done { matched, built } => c.done(&matched, built, out),
                                     Pre::Filtered => c.summary.filtered += 1,
                                 }
                             }
+                            budget.give(weight);
                         }
                         Chunk::End(result) => c.end_file(&name, result, diag)?,
                     }
@@ -686,7 +901,69 @@ fn read_ahead(
             Ok(())
         })();
         stop.store(true, Ordering::Relaxed);
+        budgets.iter().for_each(Budget::wake);
         drop(rxs);
         consumed
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc::channel;
+
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    #[test]
+    fn a_reader_within_its_budget_goes_on() {
+        let b = Budget::new(10);
+        let stop = AtomicBool::new(false);
+        b.take(6, &stop);
+        b.take(4, &stop);
+        assert_eq!(*b.used.lock().unwrap(), 10);
+        // Nothing held: one chunk always goes, however heavy.
+        let b = Budget::new(10);
+        b.take(50, &stop);
+        assert_eq!(*b.used.lock().unwrap(), 50);
+    }
+
+    #[test]
+    fn a_reader_over_its_budget_waits_until_the_consumer_takes_its_records() {
+        let b = Budget::new(10);
+        let stop = AtomicBool::new(false);
+        b.take(8, &stop);
+        let (done, finished) = channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                b.take(5, &stop);
+                done.send(()).unwrap();
+            });
+            b.give(8);
+            finished
+                .recv_timeout(DEADLINE)
+                .expect("the reader goes on once the consumer took its records");
+        });
+        assert_eq!(*b.used.lock().unwrap(), 5);
+    }
+
+    #[test]
+    fn a_waiting_reader_is_released_when_the_consumer_stops() {
+        let b = Budget::new(10);
+        let stop = AtomicBool::new(false);
+        b.take(8, &stop);
+        let (done, finished) = channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                b.take(5, &stop);
+                done.send(()).unwrap();
+            });
+            // The consumer gave up (an output error): nothing is given back.
+            stop.store(true, Ordering::Relaxed);
+            b.wake();
+            finished
+                .recv_timeout(DEADLINE)
+                .expect("a stopped consumer does not leave readers waiting");
+        });
+    }
 }
