@@ -312,7 +312,7 @@ fn required_names(rule: &Rule) -> Option<Vec<String>> {
 /// `not`, `exists = false` or `extract`: the literal names.
 fn literal_names(c: &crate::rules::matcher::FieldCond) -> Option<Vec<String>> {
     use crate::rules::matcher::{FieldTest, Op, Scalar};
-    if c.field != FieldRef::Raw(vec!["eventName".to_owned()]) {
+    if c.field != FieldRef::raw(vec!["eventName".to_owned()]) {
         return None;
     }
     let FieldTest::Table {

@@ -73,7 +73,12 @@ impl NormField {
 pub enum FieldRef {
     Norm(NormField),
     /// Keys into the raw record; arrays on the way are crossed element by element.
-    Raw(Vec<String>),
+    /// `known` is the first key's number among CloudTrail's documented top-level
+    /// keys ([`known_key`]): a record finds those by number, not by name.
+    Raw {
+        path: Vec<String>,
+        known: Option<usize>,
+    },
 }
 
 impl FieldRef {
@@ -99,7 +104,13 @@ impl FieldRef {
                 "invalid field path `{path}`: use dot-separated keys such as `userIdentity.type`"
             ));
         }
-        Ok(FieldRef::Raw(path.split('.').map(str::to_owned).collect()))
+        Ok(FieldRef::raw(path.split('.').map(str::to_owned).collect()))
+    }
+
+    /// The raw path `path` (keys, not a dotted string).
+    pub fn raw(path: Vec<String>) -> FieldRef {
+        let known = path.first().and_then(|k| known_key(k));
+        FieldRef::Raw { path, known }
     }
 }
 
@@ -326,12 +337,17 @@ impl KeyText {
 impl Lazy {
     fn find(&self, key: &str) -> Option<usize> {
         if let Some(id) = known_key(key) {
-            return self.known[id].checked_sub(1).map(|i| i as usize);
+            return self.find_known(id);
         }
         // The last occurrence wins, as when parsing into a map.
         self.fields
             .iter()
             .rposition(|f| f.key.text(self.raw.get()) == key)
+    }
+
+    /// The field whose key is [`known_key`] number `id`.
+    fn find_known(&self, id: usize) -> Option<usize> {
+        self.known[id].checked_sub(1).map(|i| i as usize)
     }
 
     fn value(&self, i: usize) -> &Value {
@@ -936,9 +952,13 @@ impl Event {
     pub fn any_value<'a>(&'a self, field: &FieldRef, f: &mut dyn FnMut(Val<'a>) -> bool) -> bool {
         match field {
             FieldRef::Norm(n) => self.norm(*n).is_some_and(f),
-            FieldRef::Raw(path) => match (path.split_first(), &self.body) {
+            FieldRef::Raw { path, known } => match (path.split_first(), &self.body) {
                 (Some((first, rest)), Body::Lazy(l)) => {
-                    l.find(first).is_some_and(|i| l.walk(i, rest, f))
+                    let i = match known {
+                        Some(id) => l.find_known(*id),
+                        None => l.find(first),
+                    };
+                    i.is_some_and(|i| l.walk(i, rest, f))
                 }
                 (Some((first, rest)), Body::Tree(t)) => {
                     t.get(first.as_str()).is_some_and(|v| walk(v, rest, f))
@@ -1144,7 +1164,10 @@ mod tests {
         assert!(FieldRef::parse("a..b").is_err());
         assert_eq!(
             FieldRef::parse("eventName").unwrap(),
-            FieldRef::Raw(vec!["eventName".into()])
+            FieldRef::Raw {
+                path: vec!["eventName".into()],
+                known: Some(4)
+            }
         );
     }
 
