@@ -207,6 +207,12 @@ impl ThresholdState {
         if (g.entries.len() as u64) < th.count {
             return None;
         }
+        // Nor more than the events around it: counting them is cheap next to
+        // examining the windows (which hashes every distinct value).
+        let around = g.entries.range((t - w, 0)..=(t + w, u64::MAX)).count();
+        if (around as u64) < th.count {
+            return None;
+        }
         let entries = &mut g.entries;
         let near: Vec<(&(i64, u64), &Option<String>)> =
             entries.range((t - w, 0)..=(t + w, u64::MAX)).collect();
