@@ -418,20 +418,14 @@ impl Consumer<'_> {
                 Some(Ready::Alert(a)) => self.write(&a, out),
                 Some(Ready::Rendered(r)) => self.emit(out, |out| out.write_rendered(&rendered[r])),
                 None => {
-                    let Some(record) = record else {
-                        continue; // never: the record is kept when a threshold may fire
-                    };
-                    let event = event.get_or_insert_with(|| Event::parse(record.get().as_bytes()));
-                    // The text parsed when it was read, so it parses again.
-                    if let Ok(e) = event {
-                        let alert = Alert::new(
-                            &self.engine.rules()[d.rule],
-                            &d,
-                            e,
-                            obj.source(name, index),
-                        );
-                        self.write(&alert, out);
-                    }
+                    let event = event.get_or_insert_with(|| {
+                        let text = record.expect("a record with a threshold step keeps its text");
+                        Event::parse(text.get().as_bytes())
+                            .expect("a record's text parses again as it did when it was read")
+                    });
+                    let rule = &self.engine.rules()[d.rule];
+                    let alert = Alert::new(rule, &d, event, obj.source(name, index));
+                    self.write(&alert, out);
                 }
             }
         }
