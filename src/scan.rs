@@ -922,8 +922,9 @@ mod tests {
         assert_eq!(*b.used.lock().unwrap(), 50);
     }
 
-    #[test]
-    fn a_reader_over_its_budget_waits_until_the_consumer_takes_its_records() {
+    /// A reader waits to add 5 to a budget of 10 with 8 held; `release` must let
+    /// it go on (within the deadline). Returns the budget afterwards.
+    fn waiting_reader_released_by(release: impl FnOnce(&Budget, &AtomicBool), why: &str) -> Budget {
         let b = Budget::new(10);
         let stop = AtomicBool::new(false);
         b.take(8, &stop);
@@ -933,31 +934,30 @@ mod tests {
                 b.take(5, &stop);
                 done.send(()).unwrap();
             });
-            b.give(8);
-            finished
-                .recv_timeout(DEADLINE)
-                .expect("the reader goes on once the consumer took its records");
+            release(&b, &stop);
+            finished.recv_timeout(DEADLINE).expect(why);
         });
+        b
+    }
+
+    #[test]
+    fn a_reader_over_its_budget_waits_until_the_consumer_takes_its_records() {
+        let b = waiting_reader_released_by(
+            |b, _| b.give(8),
+            "the reader goes on once the consumer took its records",
+        );
         assert_eq!(*b.used.lock().unwrap(), 5);
     }
 
     #[test]
     fn a_waiting_reader_is_released_when_the_consumer_stops() {
-        let b = Budget::new(10);
-        let stop = AtomicBool::new(false);
-        b.take(8, &stop);
-        let (done, finished) = channel();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                b.take(5, &stop);
-                done.send(()).unwrap();
-            });
-            // The consumer gave up (an output error): nothing is given back.
-            stop.store(true, Ordering::Relaxed);
-            b.wake();
-            finished
-                .recv_timeout(DEADLINE)
-                .expect("a stopped consumer does not leave readers waiting");
-        });
+        waiting_reader_released_by(
+            |b, stop| {
+                // The consumer gave up (an output error): nothing is given back.
+                stop.store(true, Ordering::Relaxed);
+                b.wake();
+            },
+            "a stopped consumer does not leave readers waiting",
+        );
     }
 }
