@@ -2,7 +2,7 @@
 //! thresholds and suppression. Pure and synchronous: the scan command and the worker
 //! both drive it, one event at a time.
 
-use crate::record::{Event, FieldRef};
+use crate::record::{Event, FieldRef, NormField, Val};
 use crate::rules::threshold::{Hit, Key, SuppressState, ThresholdState};
 use crate::rules::{Rule, RuleSet};
 
@@ -12,7 +12,7 @@ pub struct EngineOptions {
     /// Match conditions only: one detection per matching event, no thresholds and no
     /// suppression (for tuning rules and for tests of match logic).
     pub ignore_thresholds: bool,
-    /// Evaluate every rule on every event instead of using the eventName index (the
+    /// Evaluate every rule on every event instead of using the rule index (the
     /// reference behaviour the index is tested against).
     pub no_index: bool,
 }
@@ -68,10 +68,7 @@ impl Engine {
         let n = rules.len();
         Engine {
             index: if options.no_index {
-                RuleIndex {
-                    by_name: Default::default(),
-                    unindexed: (0..rules.len()).collect(),
-                }
+                RuleIndex::unindexed(&rules)
             } else {
                 RuleIndex::new(&rules)
             },
@@ -121,41 +118,25 @@ impl Engine {
     /// `e`, in rule order. It reads no windowed state, so reader threads run it
     /// ahead of [`Engine::apply`] (each with its own engine over the same rules).
     pub fn matching(&self, e: &Event, out: &mut Vec<usize>) {
-        let name = match e.log_type() {
-            crate::record::LogType::Cloudtrail => e.str("eventName"),
-            crate::record::LogType::S3Access => None,
-        };
-        let named = name
-            .and_then(|n| self.index.by_name.get(n))
-            .map_or(&[][..], Vec::as_slice);
-        // Candidates in rule order: rules without an eventName constraint, merged
-        // with the rules this eventName can satisfy.
-        let (mut a, mut b) = (0, 0);
-        let rest = &self.index.unindexed;
-        loop {
-            let i = match (rest.get(a), named.get(b)) {
-                (Some(&x), Some(&y)) if x < y => {
-                    a += 1;
-                    x
-                }
-                (Some(_), Some(&y)) => {
-                    b += 1;
-                    y
-                }
-                (Some(&x), None) => {
-                    a += 1;
-                    x
-                }
-                (None, Some(&y)) => {
-                    b += 1;
-                    y
-                }
-                (None, None) => break,
-            };
+        // The candidates go into `out` first, then are sorted into rule order and
+        // evaluated in place: no allocation per event.
+        let start = out.len();
+        self.index.candidates(e, out);
+        out[start..].sort_unstable();
+        let mut kept = start;
+        let mut previous = None;
+        for r in start..out.len() {
+            let i = out[r];
+            if previous == Some(i) {
+                continue; // found through two probes
+            }
+            previous = Some(i);
             if self.rules[i].matches(e, self.today) {
-                out.push(i);
+                out[kept] = i;
+                kept += 1;
             }
         }
+        out.truncate(kept);
     }
 
     /// Counts condition matches for rules whose [`Engine::apply`] would only count
@@ -249,94 +230,275 @@ pub struct Observation {
     suppress: Key,
 }
 
-/// Rules indexed by the `eventName` values their condition requires, so that an
-/// event is only evaluated against rules it can satisfy. Purely an optimisation:
-/// a rule whose condition does not pin `eventName` to literal values (case-sensitive
-/// `eq`/`in`) is always evaluated.
+/// Rules indexed by values their condition requires, so that an event is only
+/// evaluated against the rules it can satisfy. Purely an optimisation (tested
+/// against evaluating every rule): a rule is indexed by one necessary condition of
+/// the form "this field has one of these literal values" (or "starts with one of
+/// these prefixes", or "is true"/"is false"), and a rule without one is always
+/// evaluated.
+///
+/// Most rules pin `eventName`; the others are indexed by what else they require:
+/// `event.denied = true`, `eventSource`, `userIdentity.type`, `eventType`, a
+/// prefix of `eventName`. A rule whose condition ORs selections is indexed by every
+/// alternative's requirement (as the rules ported with a lower-cased twin of each
+/// selection are).
 #[derive(Debug, Default)]
 struct RuleIndex {
-    by_name: rustc_hash::FxHashMap<String, Vec<usize>>,
-    unindexed: Vec<usize>,
+    /// The fields looked up on every CloudTrail event, each with the rules its
+    /// values can satisfy.
+    probes: Vec<Probe>,
+    /// Rules evaluated on every CloudTrail event.
+    cloudtrail: Vec<usize>,
+    /// Rules evaluated on every access log line (those are not indexed).
+    access_log: Vec<usize>,
+}
+
+/// One indexed field.
+#[derive(Debug)]
+struct Probe {
+    field: FieldRef,
+    /// Rules that need the field to equal a text exactly.
+    exact: rustc_hash::FxHashMap<String, Vec<usize>>,
+    /// Rules that need the field to start with a text.
+    prefixes: Vec<(String, Vec<usize>)>,
+    /// Rules that need the field to be false (`[0]`) or true (`[1]`).
+    flags: [Vec<usize>; 2],
+}
+
+/// A literal a necessary condition asks a field's value to satisfy.
+#[derive(Debug, Clone, PartialEq)]
+enum Lit {
+    Exact(String),
+    Prefix(String),
+    Flag(bool),
+}
+
+/// A necessary condition: some value of some listed field satisfies its literal
+/// (a disjunction), with how much it costs to test and how much it leaves out
+/// (lower is better; see [`rank`]).
+#[derive(Debug, Clone)]
+struct Need {
+    any: Vec<(FieldRef, Lit)>,
+    rank: u8,
 }
 
 impl RuleIndex {
+    /// Every rule evaluated on every event: the reference the index is tested
+    /// against.
+    fn unindexed(rules: &[Rule]) -> RuleIndex {
+        let mut idx = RuleIndex::default();
+        for (i, r) in rules.iter().enumerate() {
+            idx.always(i, r.log_type);
+        }
+        idx
+    }
+
     fn new(rules: &[Rule]) -> RuleIndex {
         let mut idx = RuleIndex::default();
         for (i, r) in rules.iter().enumerate() {
-            match required_names(r) {
-                Some(names) if r.log_type == crate::record::LogType::Cloudtrail => {
-                    for n in names {
-                        let v = idx.by_name.entry(n).or_default();
-                        if v.last() != Some(&i) {
-                            v.push(i);
-                        }
+            let need = match r.log_type {
+                crate::record::LogType::Cloudtrail => necessary(r, &r.condition),
+                crate::record::LogType::S3Access => None,
+            };
+            let Some(need) = need else {
+                idx.always(i, r.log_type);
+                continue;
+            };
+            for (field, lit) in need.any {
+                let p = match idx.probes.iter().position(|p| p.field == field) {
+                    Some(p) => p,
+                    None => {
+                        idx.probes.push(Probe {
+                            field,
+                            exact: Default::default(),
+                            prefixes: Vec::new(),
+                            flags: Default::default(),
+                        });
+                        idx.probes.len() - 1
                     }
+                };
+                let probe = &mut idx.probes[p];
+                let list = match lit {
+                    Lit::Exact(x) => probe.exact.entry(x).or_default(),
+                    Lit::Prefix(x) => match probe.prefixes.iter().position(|(p, _)| *p == x) {
+                        Some(j) => &mut probe.prefixes[j].1,
+                        None => {
+                            probe.prefixes.push((x, Vec::new()));
+                            &mut probe.prefixes.last_mut().expect("just pushed").1
+                        }
+                    },
+                    Lit::Flag(b) => &mut probe.flags[usize::from(b)],
+                };
+                if list.last() != Some(&i) {
+                    list.push(i);
                 }
-                _ => idx.unindexed.push(i),
             }
         }
         idx
     }
+
+    fn always(&mut self, i: usize, log_type: crate::record::LogType) {
+        match log_type {
+            crate::record::LogType::Cloudtrail => self.cloudtrail.push(i),
+            crate::record::LogType::S3Access => self.access_log.push(i),
+        }
+    }
+
+    /// Appends the rules `e` may satisfy, in no particular order and possibly
+    /// more than once.
+    fn candidates(&self, e: &Event, out: &mut Vec<usize>) {
+        if e.log_type() == crate::record::LogType::S3Access {
+            out.extend_from_slice(&self.access_log);
+            return;
+        }
+        out.extend_from_slice(&self.cloudtrail);
+        for p in &self.probes {
+            e.any_value(&p.field, &mut |v| {
+                p.candidates(v, out);
+                false // every value of the field
+            });
+        }
+    }
 }
 
-/// The `eventName` values without which `rule` cannot match, if its condition
-/// implies such a set.
-fn required_names(rule: &Rule) -> Option<Vec<String>> {
+impl Probe {
+    /// The rules one value satisfies, with the semantics of the operators the
+    /// literals come from (see [`crate::rules::matcher::Op::holds`]): text compares
+    /// exactly, a flag equals a boolean or the text `true`/`false` in any case.
+    fn candidates(&self, v: Val<'_>, out: &mut Vec<usize>) {
+        let Some(text) = v.text() else { return };
+        if let Some(list) = self.exact.get(text.as_ref()) {
+            out.extend_from_slice(list);
+        }
+        for (prefix, list) in &self.prefixes {
+            if text.starts_with(prefix.as_str()) {
+                out.extend_from_slice(list);
+            }
+        }
+        let flag = match v {
+            Val::Bool(b) => Some(b),
+            Val::Json(serde_json::Value::Bool(b)) => Some(*b),
+            _ if text.eq_ignore_ascii_case("true") => Some(true),
+            _ if text.eq_ignore_ascii_case("false") => Some(false),
+            _ => None,
+        };
+        if let Some(b) = flag {
+            out.extend_from_slice(&self.flags[usize::from(b)]);
+        }
+    }
+}
+
+/// A necessary condition for `c` to hold, if the condition implies one.
+fn necessary(rule: &Rule, c: &crate::rules::condition::Cond) -> Option<Need> {
     use crate::rules::condition::Cond;
-    fn sel(rule: &Rule, i: usize) -> Option<Vec<String>> {
-        rule.selections[i]
+    match c {
+        Cond::Sel(i) => rule.selections[*i]
             .fields
             .iter()
-            .find_map(|c| literal_names(c))
+            .filter_map(|f| field_need(f))
+            .min_by_key(|n| n.rank),
+        // Any conjunct's requirement is necessary: take the best.
+        Cond::And(items) => items
+            .iter()
+            .filter_map(|x| necessary(rule, x))
+            .min_by_key(|n| n.rank),
+        // Every alternative must require something; their union is necessary.
+        Cond::Or(items) => {
+            let mut all = Need {
+                any: Vec::new(),
+                rank: 0,
+            };
+            for x in items {
+                let n = necessary(rule, x)?;
+                all.any.extend(n.any);
+                all.rank = all.rank.max(n.rank);
+            }
+            Some(all)
+        }
+        Cond::Not(_) => None,
     }
-    fn walk(rule: &Rule, c: &Cond) -> Option<Vec<String>> {
-        match c {
-            Cond::Sel(i) => sel(rule, *i),
-            // Any constrained conjunct is a necessary condition.
-            Cond::And(items) => items.iter().find_map(|x| walk(rule, x)),
-            // Every alternative must be constrained; the union is necessary.
-            Cond::Or(items) => {
+}
+
+/// What one `field = test` line requires of the field's values, when its test
+/// names literals: case-sensitive `eq`/`in` of strings or booleans, or a
+/// case-sensitive `prefix` (in a table without `extract` and without
+/// `exists = false`; `not` and further operators only narrow it down).
+fn field_need(c: &crate::rules::matcher::FieldCond) -> Option<Need> {
+    use crate::rules::matcher::{FieldTest, Op, Scalar};
+    fn lits(t: &FieldTest) -> Option<Vec<Lit>> {
+        match t {
+            // Any alternative may hold: all must name literals.
+            FieldTest::AnyOf(alts) => {
                 let mut all = Vec::new();
-                for x in items {
-                    all.extend(walk(rule, x)?);
+                for a in alts {
+                    all.extend(lits(a)?);
                 }
                 Some(all)
             }
-            Cond::Not(_) => None,
+            FieldTest::Table {
+                ops,
+                exists,
+                extract: None,
+                ..
+            } if *exists != Some(false) => ops.iter().find_map(|op| match op {
+                Op::Eq { any, ci: false } => any
+                    .iter()
+                    .map(|s| match s {
+                        Scalar::Str(x) => Some(Lit::Exact(x.clone())),
+                        Scalar::Bool(b) => Some(Lit::Flag(*b)),
+                        // Numbers compare by value ("443" = "443.0").
+                        Scalar::Int(_) | Scalar::Float(_) => None,
+                    })
+                    .collect(),
+                Op::Prefix { any, ci: false } => {
+                    Some(any.iter().map(|p| Lit::Prefix(p.clone())).collect())
+                }
+                _ => None,
+            }),
+            FieldTest::Table { .. } => None,
         }
     }
-    walk(rule, &rule.condition)
+    // Only fields that cost little to read on every event: the record's own
+    // (not the normalised actor or S3 target, which are worked out on demand)
+    // and the two flags every event carries.
+    match &c.field {
+        FieldRef::Norm(NormField::EventDenied | NormField::EventSuccess) | FieldRef::Raw { .. } => {
+        }
+        FieldRef::Norm(_) => return None,
+    }
+    let lits = lits(&c.test)?;
+    let rank = rank(&c.field, &lits);
+    Some(Need {
+        any: lits.into_iter().map(|l| (c.field.clone(), l)).collect(),
+        rank,
+    })
 }
 
-/// `eventName = "X"` / `["X", "Y"]` / `{ eq = ..., in = ... }` without `ci`,
-/// `not`, `exists = false` or `extract`: the literal names.
-fn literal_names(c: &crate::rules::matcher::FieldCond) -> Option<Vec<String>> {
-    use crate::rules::matcher::{FieldTest, Op, Scalar};
-    if c.field != FieldRef::raw(vec!["eventName".to_owned()]) {
-        return None;
+/// How good an index entry a requirement makes (lower is better): the event's
+/// name first, then what few events carry (a denial, an error code), then exact
+/// values of other top-level fields, nested ones, prefixes; `event.success = true`
+/// (most events succeed) and anything asking for `false` last.
+fn rank(field: &FieldRef, lits: &[Lit]) -> u8 {
+    let prefix = lits.iter().any(|l| matches!(l, Lit::Prefix(_)));
+    let flag_false = lits.iter().any(|l| *l == Lit::Flag(false));
+    match field {
+        FieldRef::Raw { path, .. } if path.len() == 1 && path[0] == "eventName" => {
+            if prefix {
+                2
+            } else {
+                0
+            }
+        }
+        FieldRef::Norm(NormField::EventDenied) if !flag_false => 1,
+        FieldRef::Raw { path, .. } if path.len() == 1 && path[0] == "errorCode" && !prefix => 1,
+        FieldRef::Norm(_) => 6,
+        _ if flag_false => 6,
+        FieldRef::Raw { path, .. } => match (path.len(), prefix) {
+            (1, false) => 3,
+            (_, false) => 4,
+            (_, true) => 5,
+        },
     }
-    let FieldTest::Table {
-        ops,
-        exists,
-        extract: None,
-        ..
-    } = &c.test
-    else {
-        return None;
-    };
-    if *exists == Some(false) {
-        return None;
-    }
-    ops.iter().find_map(|op| match op {
-        Op::Eq { any, ci: false } => any
-            .iter()
-            .map(|s| match s {
-                Scalar::Str(x) => Some(x.clone()),
-                _ => None,
-            })
-            .collect(),
-        _ => None,
-    })
 }
 
 /// The values of `fields` for `e` (first value of each; `None` when absent).
@@ -345,4 +507,154 @@ pub fn key(e: &Event, fields: &[(String, FieldRef)]) -> Key {
         .iter()
         .map(|(_, f)| e.first_value(f).map(|v| v.display()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::Strictness;
+    use crate::rules::syntax::Loader;
+
+    fn engine(rules: &[(&str, &str)], options: EngineOptions) -> Engine {
+        let mut loader = Loader::new(Strictness::Run, crate::rules::today());
+        for (id, body) in rules {
+            let src = format!("id = \"{id}\"\ntitle = \"t\"\nseverity = \"low\"\n{body}");
+            loader.add(std::path::Path::new(&format!("{id}.toml")), &src);
+        }
+        Engine::new(&loader.finish().expect("the rules compile"), options)
+    }
+
+    /// The rules of `e` that `candidates` offers, by id, sorted.
+    fn candidates(engine: &Engine, e: &Event) -> Vec<String> {
+        let mut out = Vec::new();
+        engine.index.candidates(e, &mut out);
+        let mut ids: Vec<String> = out.iter().map(|&i| engine.rules[i].id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    const RULES: [(&str, &str); 7] = [
+        (
+            "by-name",
+            "[match]\neventName = [\"GetObject\", \"HeadObject\"]\n",
+        ),
+        (
+            "by-denial",
+            "[match]\neventSource = \"s3.amazonaws.com\"\n\"event.denied\" = true\n",
+        ),
+        (
+            "by-prefix",
+            "[match]\neventName = { prefix = \"DeleteBucket\" }\n\"event.success\" = true\n",
+        ),
+        (
+            "by-either",
+            "condition = \"upper or lower\"\n[selection.upper]\neventName = \"ConsoleLogin\"\n[selection.lower]\neventname = \"ConsoleLogin\"\n",
+        ),
+        (
+            "by-nested",
+            "[match]\n\"userIdentity.type\" = \"Root\"\neventType = { not = \"AwsServiceEvent\" }\n",
+        ),
+        (
+            "by-source",
+            "[match]\neventSource = \"iam.amazonaws.com\"\neventName = { regex = \"^Create\" }\n",
+        ),
+        // Nothing literal to go by: evaluated on every event.
+        ("always", "[match]\neventName = { not = \"GetObject\" }\n"),
+    ];
+
+    fn event(json: serde_json::Value) -> Event {
+        Event::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn events_meet_only_the_rules_their_values_can_satisfy() {
+        let engine = engine(&RULES, EngineOptions::default());
+        let cases = [
+            (
+                serde_json::json!({"eventName": "GetObject", "eventSource": "s3.amazonaws.com"}),
+                vec!["always", "by-name"],
+            ),
+            (
+                serde_json::json!({"eventName": "GetObject", "eventSource": "s3.amazonaws.com", "errorCode": "AccessDenied"}),
+                vec!["always", "by-denial", "by-name"],
+            ),
+            (
+                serde_json::json!({"eventName": "DeleteBucketPolicy", "eventSource": "s3.amazonaws.com"}),
+                vec!["always", "by-prefix"],
+            ),
+            (
+                serde_json::json!({"eventname": "ConsoleLogin"}),
+                vec!["always", "by-either"],
+            ),
+            (
+                serde_json::json!({"eventName": "ConsoleLogin", "userIdentity": {"type": "Root"}}),
+                vec!["always", "by-either", "by-nested"],
+            ),
+            (
+                serde_json::json!({"eventName": "CreateUser", "eventSource": "iam.amazonaws.com"}),
+                vec!["always", "by-source"],
+            ),
+        ];
+        for (json, want) in cases {
+            assert_eq!(candidates(&engine, &event(json.clone())), want, "{json}");
+        }
+    }
+
+    #[test]
+    fn the_index_keeps_the_operators_semantics() {
+        // Flags equal booleans and the text `true` in any case; exact text and
+        // prefixes are case-sensitive; every element of an array counts.
+        let engine = engine(
+            &[
+                ("flag", "[match]\nreadOnly = true\n"),
+                ("name", "[match]\neventName = \"GetObject\"\n"),
+                (
+                    "arn",
+                    "[match]\n\"resources.ARN\" = { prefix = \"arn:aws:s3:::secret\" }\n",
+                ),
+            ],
+            EngineOptions::default(),
+        );
+        let cases = [
+            (serde_json::json!({"readOnly": true}), vec!["flag"]),
+            (serde_json::json!({"readOnly": "TRUE"}), vec!["flag"]),
+            (serde_json::json!({"readOnly": false}), vec![]),
+            (serde_json::json!({"eventName": "getobject"}), vec![]),
+            (
+                serde_json::json!({"resources": [{"ARN": "arn:aws:s3:::public"}, {"ARN": "arn:aws:s3:::secret/x"}]}),
+                vec!["arn"],
+            ),
+        ];
+        for (json, want) in cases {
+            assert_eq!(candidates(&engine, &event(json.clone())), want, "{json}");
+        }
+    }
+
+    #[test]
+    fn indexed_and_unindexed_engines_fire_alike() {
+        let mut fast = engine(&RULES, EngineOptions::default());
+        let mut slow = engine(
+            &RULES,
+            EngineOptions {
+                no_index: true,
+                ..EngineOptions::default()
+            },
+        );
+        let events = [
+            serde_json::json!({"eventName": "HeadObject", "eventSource": "s3.amazonaws.com", "errorCode": "AccessDenied"}),
+            serde_json::json!({"eventName": "DeleteBucket", "eventSource": "s3.amazonaws.com"}),
+            serde_json::json!({"eventName": "CreateRole", "eventSource": "iam.amazonaws.com", "userIdentity": {"type": "Root"}}),
+            serde_json::json!({"eventname": "ConsoleLogin", "eventType": "AwsServiceEvent", "userIdentity": {"type": "Root"}}),
+        ];
+        let mut fired = 0;
+        for json in events {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            fast.evaluate(&event(json.clone()), &mut a);
+            slow.evaluate(&event(json.clone()), &mut b);
+            assert_eq!(a, b, "{json}");
+            fired += a.len();
+        }
+        assert!(fired >= 6, "the rules fire: {fired}");
+    }
 }

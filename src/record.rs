@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::identity::{self, Actor};
+use crate::input::records::quote_or_backslash;
 
 /// A normalised field, computed once per record (see the `identity` module).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -247,6 +248,12 @@ struct Lazy {
     fields: Vec<Field>,
     /// For each of [`KNOWN_KEYS`]: 1 + the index of its (last) field, 0 if absent.
     known: [u32; KNOWN_KEYS],
+    /// Whether every key is one of [`KNOWN_KEYS`] (as in CloudTrail's own files),
+    /// so that any other key is absent without comparing names.
+    all_known: bool,
+    /// Whether the text has a backslash anywhere. Most records have none, and then
+    /// no key or string needs looking at for escapes.
+    escapes: bool,
 }
 
 /// A top-level member of a record.
@@ -315,9 +322,9 @@ enum KeyText {
 impl KeyText {
     /// The key whose quoted text is `b[quoted]`: its span, or its unescaped text
     /// when it has escapes (`None` if those do not unescape).
-    fn of(b: &[u8], quoted: Range<usize>) -> Option<KeyText> {
+    fn of(b: &[u8], quoted: Range<usize>, escapes: bool) -> Option<KeyText> {
         let inner = quoted.start + 1..quoted.end - 1;
-        if !b[inner.clone()].contains(&b'\\') {
+        if !escapes || !b[inner.clone()].contains(&b'\\') {
             return Some(KeyText::Span(inner));
         }
         serde_json::from_slice::<String>(&b[quoted])
@@ -338,6 +345,9 @@ impl Lazy {
     fn find(&self, key: &str) -> Option<usize> {
         if let Some(id) = known_key(key) {
             return self.find_known(id);
+        }
+        if self.all_known {
+            return None; // (rules ask for `eventname` and the like)
         }
         // The last occurrence wins, as when parsing into a map.
         self.fields
@@ -368,13 +378,14 @@ impl Lazy {
                 (false, Some(b'{')) => Some(
                     field
                         .members
-                        .get_or_init(|| members(text.as_bytes(), field.span.start))
+                        .get_or_init(|| members(text.as_bytes(), field.span.start, self.escapes))
                         .as_slice(),
                 ),
                 _ => None,
             };
             let mut found = Found::new();
-            if walk_text(text, field.span.clone(), members_of, rest, &mut found).is_ok() {
+            let span = field.span.clone();
+            if walk_text(text, self.escapes, span, members_of, rest, &mut found).is_ok() {
                 return found.any(f);
             }
         }
@@ -391,24 +402,24 @@ impl Lazy {
         let text = self.raw.get();
         let b = text.as_bytes();
         let mut span = field.span.clone();
-        let mut deeper;
         for (depth, k) in rest.iter().enumerate() {
             if b.get(span.start) != Some(&b'{') {
                 return None; // a key into a string, number, array or null
             }
-            let list = if depth == 0 {
-                field.members.get_or_init(|| members(b, span.start))
+            span = if depth == 0 {
+                let list = field
+                    .members
+                    .get_or_init(|| members(b, span.start, self.escapes));
+                member(text, list, k)?
             } else {
-                deeper = members(b, span.start);
-                &deeper
+                member_at(text, span.start, k, self.escapes)?
             };
-            span = member(text, list, k)?;
         }
         match b.get(span.start) {
             None | Some(b'n') => None,
             Some(b'"') => {
                 let inner = &text[span.start + 1..span.end - 1];
-                if inner.contains('\\') {
+                if self.escapes && inner.contains('\\') {
                     (&self.value(i)).leaf(rest)
                 } else {
                     Some(Leaf::Str(inner))
@@ -424,7 +435,7 @@ impl Lazy {
     fn plain_str(&self, i: usize) -> Option<&str> {
         let text = &self.raw.get()[self.fields[i].span.clone()];
         let inner = text.strip_prefix('"')?.strip_suffix('"')?;
-        (!inner.contains('\\')).then_some(inner)
+        (!self.escapes || !inner.contains('\\')).then_some(inner)
     }
 }
 
@@ -433,36 +444,77 @@ impl Lazy {
 ///
 /// `b` must be valid JSON, as serde_json has already checked (see
 /// [`Event::parse_split`]): this walks the structure without checking it again,
-/// which costs a fraction of a second parse. Strings are skipped with `memchr`.
-fn members(b: &[u8], at: usize) -> Vec<(KeyText, Range<usize>)> {
-    let mut out = Vec::with_capacity(32);
-    let mut i = at + 1; // past `{`
-    loop {
+/// which costs a fraction of a second parse. Strings are skipped eight bytes at a
+/// time ([`quote_or_backslash`]).
+fn members(b: &[u8], at: usize, escapes: bool) -> Vec<(KeyText, Range<usize>)> {
+    let mut out = Vec::with_capacity(16);
+    out.extend(Members::new(b, at, escapes));
+    out
+}
+
+/// The span of `key`'s value in the object that opens at `text[at]` (the last
+/// one, as when parsing into a map), without making a list of its members: for
+/// objects below the top level, which are looked into once or twice.
+fn member_at(text: &str, at: usize, key: &str, escapes: bool) -> Option<Range<usize>> {
+    Members::new(text.as_bytes(), at, escapes)
+        .filter(|(k, _)| k.text(text) == key)
+        .last()
+        .map(|(_, v)| v)
+}
+
+/// Iterates over the members of an object; see [`members`].
+struct Members<'b> {
+    b: &'b [u8],
+    /// Where the next member starts, `None` past the end.
+    i: Option<usize>,
+    escapes: bool,
+}
+
+impl<'b> Members<'b> {
+    fn new(b: &'b [u8], at: usize, escapes: bool) -> Members<'b> {
+        Members {
+            b,
+            i: Some(at + 1), // past `{`
+            escapes,
+        }
+    }
+}
+
+impl Iterator for Members<'_> {
+    type Item = (KeyText, Range<usize>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let b = self.b;
+        let mut i = self.i.take()?;
         skip_ws(b, &mut i);
         if i >= b.len() || b[i] != b'"' {
-            break; // `}`: the end (or, with invalid input, nothing more to find)
+            return None; // `}`: the end (or, with invalid input, nothing more to find)
         }
         let key_end = string_end(b, i);
-        let key = KeyText::of(b, i..key_end).unwrap_or(KeyText::Owned(Box::default()));
+        let key =
+            KeyText::of(b, i..key_end, self.escapes).unwrap_or(KeyText::Owned(Box::default()));
         i = key_end;
         skip_ws(b, &mut i);
         i += 1; // `:`
         skip_ws(b, &mut i);
         let start = i;
         i = value_end(b, i);
-        out.push((key, start..i));
+        let value = start..i;
         skip_ws(b, &mut i);
-        if i >= b.len() || b[i] != b',' {
-            break;
+        if i < b.len() && b[i] == b',' {
+            self.i = Some(i + 1);
         }
-        i += 1;
+        Some((key, value))
     }
-    out
 }
 
 /// [`members`] from the positions of an object's top-level `:`, `,` and closing
 /// `}` in a compact text (`:` `,` `:` ... `}`); `None` when they do not describe `b`.
-fn members_at_separators(b: &[u8], seps: &[u32]) -> Option<Vec<(KeyText, Range<usize>)>> {
+fn members_at_separators(
+    b: &[u8],
+    seps: &[u32],
+    escapes: bool,
+) -> Option<Vec<(KeyText, Range<usize>)>> {
     let (&close, rest) = seps.split_last()?;
     let close = close as usize;
     if close + 1 != b.len() || b.first() != Some(&b'{') || b[close] != b'}' {
@@ -488,7 +540,7 @@ fn members_at_separators(b: &[u8], seps: &[u32]) -> Option<Vec<(KeyText, Range<u
         if !fits {
             return None;
         }
-        out.push((KeyText::of(b, key_start..colon)?, colon + 1..end));
+        out.push((KeyText::of(b, key_start..colon, escapes)?, colon + 1..end));
         key_start = end + 1;
     }
     Some(out)
@@ -566,9 +618,10 @@ impl<'a> Found<'a> {
 /// The values at `path` inside the value at `span`, read from the text as
 /// [`walk`] reads them from a tree: `null` is absent, arrays yield their elements,
 /// the last of duplicate keys wins. `members_of` is the value's member list when
-/// already located.
+/// already located; `escapes` whether the text has a backslash anywhere.
 fn walk_text<'a>(
     text: &'a str,
+    escapes: bool,
     span: Range<usize>,
     members_of: Option<&[(KeyText, Range<usize>)]>,
     path: &[String],
@@ -578,29 +631,25 @@ fn walk_text<'a>(
     match b.get(span.start) {
         None | Some(b'n') => Ok(()),
         Some(b'[') => elements(b, span.start, &mut |el| {
-            walk_text(text, el, None, path, found)
+            walk_text(text, escapes, el, None, path, found)
         }),
         Some(b'{') => {
             let Some((k, rest)) = path.split_first() else {
                 return Err(Complex);
             };
-            let owned;
-            let list = match members_of {
-                Some(m) => m,
-                None => {
-                    owned = members(b, span.start);
-                    &owned
-                }
+            let child = match members_of {
+                Some(list) => member(text, list, k),
+                None => member_at(text, span.start, k, escapes),
             };
-            match member(text, list, k) {
-                Some(child) => walk_text(text, child, None, rest, found),
+            match child {
+                Some(child) => walk_text(text, escapes, child, None, rest, found),
                 None => Ok(()),
             }
         }
         Some(_) if !path.is_empty() => Ok(()),
         Some(b'"') => {
             let inner = &text[span.start + 1..span.end - 1];
-            if inner.contains('\\') {
+            if escapes && inner.contains('\\') {
                 return Err(Complex);
             }
             found.push(Val::Str(inner));
@@ -636,7 +685,7 @@ fn walk_text<'a>(
 /// The index just past the string that opens at `b[at]` (a `"`).
 fn string_end(b: &[u8], at: usize) -> usize {
     let mut i = at + 1;
-    while let Some(n) = memchr::memchr2(b'"', b'\\', b.get(i..).unwrap_or_default()) {
+    while let Some(n) = quote_or_backslash(b.get(i..).unwrap_or_default()) {
         i += n;
         if b[i] == b'"' {
             return i + 1;
@@ -731,12 +780,13 @@ impl Event {
                 _ => "a number",
             }));
         }
+        let escapes = memchr::memchr(b'\\', text.as_bytes()).is_some();
         let located = match text.len() == bytes.len() {
-            true => members_at_separators(text.as_bytes(), separators),
+            true => members_at_separators(text.as_bytes(), separators, escapes),
             false => None,
         };
         let fields: Vec<Field> = located
-            .unwrap_or_else(|| members(text.as_bytes(), 0))
+            .unwrap_or_else(|| members(text.as_bytes(), 0, escapes))
             .into_iter()
             .map(|(key, span)| Field {
                 key,
@@ -762,15 +812,19 @@ impl Event {
             return Err(RecordError::NotCloudTrail);
         }
         let mut known = [0u32; KNOWN_KEYS];
+        let mut all_known = true;
         for (i, f) in fields.iter().enumerate() {
-            if let (Some(id), Ok(n)) = (known_key(f.key.text(text)), u32::try_from(i + 1)) {
-                known[id] = n;
+            match (known_key(f.key.text(text)), u32::try_from(i + 1)) {
+                (Some(id), Ok(n)) => known[id] = n,
+                _ => all_known = false,
             }
         }
         let lazy = Lazy {
             raw: raw.clone(),
             fields,
             known,
+            all_known,
+            escapes,
         };
         let code = lazy
             .find("errorCode")
@@ -1269,9 +1323,9 @@ mod tests {
                 let Ok(tree) = serde_json::from_str::<serde_json::Map<String, Value>>(text) else {
                     continue;
                 };
-                let seps = members_at_separators(&buf, split.separators())
+                let seps = members_at_separators(&buf, split.separators(), true)
                     .expect("the splitter's separators fit its record");
-                let scanned = members(&buf, 0);
+                let scanned = members(&buf, 0, true);
                 assert_eq!(seps.len(), scanned.len());
                 for ((k1, v1), (k2, v2)) in seps.iter().zip(&scanned) {
                     assert_eq!(v1, v2);
@@ -1290,12 +1344,15 @@ mod tests {
         assert!(checked > 100, "only {checked} corpus records checked");
         // Separators that do not fit the text are refused, not trusted.
         assert_eq!(
-            members_at_separators(br#"{"a":1}"#, &[4, 6]).map(|m| m.len()),
+            members_at_separators(br#"{"a":1}"#, &[4, 6], false).map(|m| m.len()),
             Some(1)
         );
-        assert!(members_at_separators(br#"{"a":1}"#, &[3, 6]).is_none());
-        assert!(members_at_separators(br#"{"a":1}"#, &[5]).is_none());
-        assert_eq!(members_at_separators(b"{}", &[1]).map(|m| m.len()), Some(0));
+        assert!(members_at_separators(br#"{"a":1}"#, &[3, 6], false).is_none());
+        assert!(members_at_separators(br#"{"a":1}"#, &[5], false).is_none());
+        assert_eq!(
+            members_at_separators(b"{}", &[1], false).map(|m| m.len()),
+            Some(0)
+        );
     }
 
     /// JSON lines: only the first line is captured with separators. Those of an
