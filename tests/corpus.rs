@@ -139,7 +139,7 @@ fn generated_corpus_scans_cleanly() {
     assert!(alerts.iter().all(|a| a["actor"]["user_id"].is_string()));
 }
 
-/// The eventName index and the lazily parsed records are only optimisations: over a
+/// The rule index and the lazily parsed records are only optimisations: over a
 /// generated corpus and the panther corpus, with the whole bundled rule pack, they
 /// fire exactly what evaluating every rule on fully parsed records fires, with the
 /// same alerts.
