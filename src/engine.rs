@@ -375,6 +375,9 @@ impl Probe {
                 out.extend_from_slice(list);
             }
         }
+        if self.flags.iter().all(Vec::is_empty) {
+            return; // (most fields: no rule asks them for true or false)
+        }
         let flag = match v {
             Val::Bool(b) => Some(b),
             Val::Json(serde_json::Value::Bool(b)) => Some(*b),
