@@ -7,6 +7,8 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 use serde_json::value::RawValue;
+
+use crate::input::records::Syntax;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -174,6 +176,8 @@ impl<'a> Val<'a> {
 pub enum RecordError {
     #[error("invalid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("invalid JSON at byte {0} of the record: white space inside a number or a literal")]
+    SplitToken(u64),
     #[error("not a CloudTrail record: expected a JSON object, found {0}")]
     NotAnObject(&'static str),
     #[error(
@@ -244,7 +248,7 @@ enum Body {
 #[derive(Debug, Clone)]
 struct Lazy {
     /// The record's text, validated once when it was read; alerts share it as it is.
-    raw: Arc<RawValue>,
+    raw: RecordJson,
     fields: Vec<Field>,
     /// For each of [`KNOWN_KEYS`]: 1 + the index of its (last) field, 0 if absent.
     known: [u32; KNOWN_KEYS],
@@ -254,6 +258,27 @@ struct Lazy {
     /// Whether the text has a backslash anywhere. Most records have none, and then
     /// no key or string needs looking at for escapes.
     escapes: bool,
+}
+
+/// A record's JSON text, known to be valid: shared between an event and its alerts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordJson(Arc<str>);
+
+impl RecordJson {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// As the JSON it is (not as a string holding it). Through serde, that takes
+/// serde_json's [`RawValue`], which checks the text once more; the JSON lines that
+/// `scan` writes copy it as it is (see [`crate::alert::Alert::write_json`]).
+impl serde::Serialize for RecordJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        RawValue::from_string(self.0.to_string())
+            .map_err(serde::ser::Error::custom)?
+            .serialize(s)
+    }
 }
 
 /// A top-level member of a record.
@@ -352,7 +377,7 @@ impl Lazy {
         // The last occurrence wins, as when parsing into a map.
         self.fields
             .iter()
-            .rposition(|f| f.key.text(self.raw.get()) == key)
+            .rposition(|f| f.key.text(self.raw.as_str()) == key)
     }
 
     /// The field whose key is [`known_key`] number `id`.
@@ -363,7 +388,7 @@ impl Lazy {
     fn value(&self, i: usize) -> &Value {
         let f = &self.fields[i];
         f.tree.get_or_init(|| {
-            serde_json::from_str(&self.raw.get()[f.span.clone()]).unwrap_or(Value::Null)
+            serde_json::from_str(&self.raw.as_str()[f.span.clone()]).unwrap_or(Value::Null)
         })
     }
 
@@ -373,7 +398,7 @@ impl Lazy {
     fn walk<'a>(&'a self, i: usize, rest: &[String], f: &mut dyn FnMut(Val<'a>) -> bool) -> bool {
         let field = &self.fields[i];
         if field.tree.get().is_none() {
-            let text = self.raw.get();
+            let text = self.raw.as_str();
             let members_of = match (rest.is_empty(), text.as_bytes().get(field.span.start)) {
                 (false, Some(b'{')) => Some(
                     field
@@ -399,7 +424,7 @@ impl Lazy {
         let (first, rest) = path.split_first()?;
         let i = self.find(first)?;
         let field = &self.fields[i];
-        let text = self.raw.get();
+        let text = self.raw.as_str();
         let b = text.as_bytes();
         let mut span = field.span.clone();
         for (depth, k) in rest.iter().enumerate() {
@@ -433,7 +458,7 @@ impl Lazy {
 
     /// A top-level string without escapes, straight from the text.
     fn plain_str(&self, i: usize) -> Option<&str> {
-        let text = &self.raw.get()[self.fields[i].span.clone()];
+        let text = &self.raw.as_str()[self.fields[i].span.clone()];
         let inner = text.strip_prefix('"')?.strip_suffix('"')?;
         (!self.escapes || !inner.contains('\\')).then_some(inner)
     }
@@ -754,22 +779,38 @@ impl Event {
     /// The record is validated by serde_json once, into the text that alerts carry;
     /// its top-level members are then located by [`members`] without parsing again.
     pub fn parse(bytes: &[u8]) -> Result<Event, RecordError> {
-        Event::parse_split(bytes, &[])
+        Event::parse_split(bytes, &[], Syntax::Unchecked)
     }
 
-    /// [`Event::parse`] with the positions of the record's top-level separators,
-    /// as [`crate::input::records::RecordSplitter::separators`] gives them (they are
-    /// checked, and found again when they do not fit the text).
-    pub fn parse_split(bytes: &[u8], separators: &[u32]) -> Result<Event, RecordError> {
+    /// [`Event::parse`] for a record from [`crate::input::records::RecordSplitter`]:
+    /// with the positions of its top-level separators (they are checked, and found
+    /// again when they do not fit the text), and what the splitter found of its
+    /// syntax (a record it checked is not validated again).
+    pub fn parse_split(
+        bytes: &[u8],
+        separators: &[u32],
+        syntax: Syntax,
+    ) -> Result<Event, RecordError> {
         let text = std::str::from_utf8(bytes).map_err(|e| {
             RecordError::Json(serde_json::Error::io(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 e,
             )))
         })?;
-        let raw: Box<RawValue> = serde_json::from_str(text)?;
-        let raw: Arc<RawValue> = Arc::from(raw);
-        let text = raw.get();
+        let text = match syntax {
+            Syntax::Valid => text,
+            // Validated here, without white space around it.
+            Syntax::Unchecked => serde_json::from_str::<&RawValue>(text)?.get(),
+            Syntax::Invalid(at) => {
+                // serde_json says what is wrong, in its words; it can only accept
+                // the copy when white space the splitter dropped split a token
+                // (`tr ue`, `1 2`).
+                serde_json::from_str::<&RawValue>(text)?;
+                return Err(RecordError::SplitToken(at));
+            }
+        };
+        let raw = RecordJson(Arc::from(text));
+        let text = raw.as_str();
         if !text.starts_with('{') {
             // Say what the record is: valid JSON, but not an object.
             return Err(RecordError::NotAnObject(match text.as_bytes()[0] {
@@ -897,7 +938,7 @@ impl Event {
     pub fn raw_text(&self) -> Option<&str> {
         match &self.body {
             Body::Tree(_) => None,
-            Body::Lazy(l) => Some(l.raw.get()),
+            Body::Lazy(l) => Some(l.raw.as_str()),
         }
     }
 
@@ -906,7 +947,9 @@ impl Event {
     pub fn footprint(&self) -> usize {
         std::mem::size_of::<Event>()
             + match &self.body {
-                Body::Lazy(l) => l.raw.get().len() + l.fields.len() * std::mem::size_of::<Field>(),
+                Body::Lazy(l) => {
+                    l.raw.as_str().len() + l.fields.len() * std::mem::size_of::<Field>()
+                }
                 // A tree takes several times its text; access log lines are short.
                 Body::Tree(_) => 4096,
             }
@@ -914,12 +957,10 @@ impl Event {
 
     /// The record as JSON text for alerts: shared, not copied, when it was read from
     /// a file (it was validated then); serialised from the tree otherwise.
-    pub fn record_json(&self) -> Arc<RawValue> {
+    pub fn record_json(&self) -> RecordJson {
         match &self.body {
             Body::Lazy(l) => l.raw.clone(),
-            Body::Tree(v) => {
-                Arc::from(serde_json::value::to_raw_value(v).expect("a JSON tree serialises"))
-            }
+            Body::Tree(v) => RecordJson(Arc::from(v.to_string())),
         }
     }
 
@@ -929,7 +970,7 @@ impl Event {
         match &self.body {
             Body::Tree(v) => std::borrow::Cow::Borrowed(v),
             Body::Lazy(l) => {
-                std::borrow::Cow::Owned(serde_json::from_str(l.raw.get()).unwrap_or(Value::Null))
+                std::borrow::Cow::Owned(serde_json::from_str(l.raw.as_str()).unwrap_or(Value::Null))
             }
         }
     }
@@ -1334,7 +1375,7 @@ mod tests {
                     let want: Value = serde_json::from_str(&text[v1.clone()]).unwrap();
                     assert_eq!(tree.get(k1), Some(&want), "{k1} in {}", f.display());
                 }
-                let lazy = Event::parse_split(&buf, split.separators()).unwrap();
+                let lazy = Event::parse_split(&buf, split.separators(), Syntax::Valid).unwrap();
                 let from_tree = Event::from_value(Value::Object(tree.clone())).unwrap();
                 assert_eq!(lazy.actor(), from_tree.actor(), "{text}");
                 assert_eq!(lazy.s3(), from_tree.s3(), "{text}");

@@ -11,12 +11,11 @@ use anyhow::Context;
 
 use crate::alert::{Alert, SourceRef};
 use crate::engine::{Detection, Engine, EngineOptions, Observation};
+use crate::input::records::Syntax;
 use crate::input::{self, InputSpec, Item, Limits, Position};
 use crate::output::AlertWriter;
-use crate::record::{Event, RecordError};
+use crate::record::{Event, RecordError, RecordJson};
 use crate::rules::{RuleSet, Severity};
-use serde_json::value::RawValue;
-use std::sync::Arc;
 
 /// At most this many record errors are printed per file; all are counted.
 const RECORD_ERRORS_SHOWN: u64 = 10;
@@ -403,7 +402,7 @@ impl Consumer<'_> {
         obj: &Object,
         name: &str,
         index: u64,
-        record: Option<&RawValue>,
+        record: Option<&RecordJson>,
         steps: Vec<Step>,
         rendered: &[u8],
         out: &mut dyn AlertWriter,
@@ -420,7 +419,7 @@ impl Consumer<'_> {
                 None => {
                     let event = event.get_or_insert_with(|| {
                         let text = record.expect("a record with a threshold step keeps its text");
-                        Event::parse(text.get().as_bytes())
+                        Event::parse_split(text.as_str().as_bytes(), &[], Syntax::Valid)
                             .expect("a record's text parses again as it did when it was read")
                     });
                     let rule = &self.engine.rules()[d.rule];
@@ -538,7 +537,7 @@ enum Pre {
     /// can run far ahead in little memory.
     Windowed {
         index: u64,
-        record: Option<Arc<RawValue>>,
+        record: Option<RecordJson>,
         steps: Vec<Step>,
         rendered: Vec<u8>,
     },
@@ -566,7 +565,7 @@ impl Pre {
                     rendered,
                     ..
                 } => {
-                    record.as_ref().map_or(0, |r| r.get().len())
+                    record.as_ref().map_or(0, |r| r.as_str().len())
                         + rendered.len()
                         + steps.len() * std::mem::size_of::<Step>()
                         + steps
@@ -877,7 +876,7 @@ fn read_ahead(
                                         obj,
                                         &name,
                                         index,
-                                        record.as_deref(),
+                                        record.as_ref(),
                                         steps,
                                         &rendered,
                                         out,

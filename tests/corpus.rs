@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
+use trailwatch::alert::Alert;
 use trailwatch::identity::{ActorKind, actor};
 
 use crate::support::*;
@@ -145,6 +146,7 @@ fn generated_corpus_scans_cleanly() {
 /// same alerts.
 #[test]
 fn the_rule_index_changes_nothing() {
+    use trailwatch::alert::SourceRef;
     use trailwatch::engine::{Engine, EngineOptions};
     use trailwatch::input::{Item, Limits, read_events};
 
@@ -164,7 +166,7 @@ fn the_rule_index_changes_nothing() {
     let mut files = trailwatch::input::local_files(dir.path()).unwrap();
     files.push(corpus().join("cloudtrail/panther-test-events/records.json"));
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    let mut fired = 0;
+    let (mut fired, mut thresholds) = (0, 0);
     for f in files {
         read_events(
             std::fs::File::open(&f).unwrap(),
@@ -177,12 +179,38 @@ fn the_rule_index_changes_nothing() {
                     slow.evaluate(&event, &mut b);
                     assert_eq!(a, b, "{}", event.record());
                     fired += a.len();
+                    for d in &a {
+                        let alert =
+                            Alert::new(&fast.rules()[d.rule], d, &event, SourceRef::file("f", 1));
+                        same_json(&alert);
+                        thresholds += usize::from(alert.threshold.is_some());
+                    }
                 }
             },
         )
         .unwrap();
     }
     assert!(fired > 1000, "the pack fires on the corpus: {fired}");
+    assert!(thresholds > 0, "a threshold fires on the corpus");
+}
+
+/// `scan` writes alerts with [`Alert::write_json`], which copies the record's text
+/// as it is; everything else is what serde writes, member for member.
+fn same_json(alert: &Alert) {
+    let serde = serde_json::to_string(alert).unwrap();
+    assert_eq!(alert.to_json(), serde);
+    let mut more = alert.clone();
+    more.deleted_keys = Some(vec![trailwatch::join::DeletedKey {
+        key: "a \"b\"/\u{e9}".to_owned(),
+        http_status: Some(204),
+        error_code: None,
+        version_id: Some("v".to_owned()),
+        request_id: String::new(),
+        bucket: None,
+        time: None,
+    }]);
+    more.note = Some("a\nnote".to_owned());
+    assert_eq!(more.to_json(), serde_json::to_string(&more).unwrap());
 }
 
 /// Reading files on several threads is only an optimisation: with the whole pack

@@ -175,3 +175,26 @@ fn access_log_parser_survives_mutations() {
         }
     }
 }
+
+/// A record the splitter finds malformed fails alone, with serde_json's account of
+/// what is wrong or, where only white space inside a token is wrong (which the
+/// compact copy would hide), with the byte it is at; the records around it are read.
+#[test]
+fn a_malformed_record_fails_alone_and_says_where() {
+    let file = br#"{"Records":[{"eventName":"A"},{"eventName":"B","n":1 2},{"eventName":"C","s":"\q"},{"eventName":"D","t":tr ue},{"eventName":"E"}]}"#;
+    let (mut names, mut errors) = (Vec::new(), Vec::new());
+    read_events(&file[..], Limits::default(), |item| match item {
+        Item::Event { event, .. } => names.push(event.str("eventName").unwrap().to_owned()),
+        Item::Bad { error, .. } => errors.push(error.to_string()),
+    })
+    .unwrap();
+    assert_eq!(names, ["A", "E"]);
+    assert_eq!(
+        errors,
+        [
+            "invalid JSON at byte 23 of the record: white space inside a number or a literal",
+            "invalid JSON: invalid escape at line 1 column 24",
+            "invalid JSON at byte 23 of the record: white space inside a number or a literal",
+        ]
+    );
+}

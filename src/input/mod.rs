@@ -268,7 +268,7 @@ fn read_cloudtrail(
                     None if slot.depth > limits.max_nesting_depth => {
                         Err(RecordError::TooDeep(slot.depth, limits.max_nesting_depth))
                     }
-                    None => Event::parse_split(&buf, split.separators()),
+                    None => Event::parse_split(&buf, split.separators(), slot.syntax),
                 };
                 match parsed {
                     Ok(event) => on_item(Item::Event {

@@ -107,18 +107,21 @@ impl<W: Write> AlertWriter for JoinCsv<W> {
     }
 }
 
+pub mod json;
+
 pub struct Jsonl<W>(pub W);
 
 /// One alert as a JSON line.
 fn json_line(alert: &Alert, out: &mut Vec<u8>) {
-    serde_json::to_writer(&mut *out, alert).expect("an alert serialises");
+    alert.write_json(out);
     out.push(b'\n');
 }
 
 impl<W: Write> AlertWriter for Jsonl<W> {
     fn write(&mut self, alert: &Alert) -> io::Result<()> {
-        serde_json::to_writer(&mut self.0, alert)?;
-        self.0.write_all(b"\n")
+        let mut line = Vec::with_capacity(4096);
+        json_line(alert, &mut line);
+        self.0.write_all(&line)
     }
     fn renderer(&self) -> Option<fn(&Alert, &mut Vec<u8>)> {
         Some(json_line)

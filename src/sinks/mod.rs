@@ -155,7 +155,7 @@ impl Sink {
 fn jsonl(alerts: &[Arc<Alert>]) -> Result<Vec<u8>, String> {
     let mut buf = Vec::new();
     for a in alerts {
-        serde_json::to_writer(&mut buf, a.as_ref()).map_err(|e| e.to_string())?;
+        a.write_json(&mut buf);
         buf.push(b'\n');
     }
     Ok(buf)

@@ -41,7 +41,7 @@ pub fn subject(title: &str) -> String {
 /// The message body: the alert JSON; an alert too large for SNS is sent without
 /// its raw record (the record's eventID stays in `event`).
 pub fn message(a: &Alert) -> Result<String, String> {
-    let full = serde_json::to_string(a).map_err(|e| e.to_string())?;
+    let full = a.to_json();
     if full.len() <= MAX_MESSAGE {
         return Ok(full);
     }

@@ -38,7 +38,7 @@ impl Webhook {
             let body = if self.slack {
                 serde_json::json!({ "text": slack_text(a) }).to_string()
             } else {
-                serde_json::to_string(a.as_ref()).map_err(|e| (i, e.to_string()))?
+                a.to_json()
             };
             let resp = self
                 .client
