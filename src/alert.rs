@@ -142,19 +142,18 @@ impl Alert {
                 last_event_time: format_time_ms(hit.last_ms),
             });
         let s3 = |f| e.norm(f).map(|v| v.display());
+        let event_time = text("eventTime");
         Alert {
             alert_id: alert_id(rule, d, e),
             rule_id: rule.id.clone(),
             title: rule.title.render(e),
             severity: rule.severity,
             tags: rule.tags.clone(),
-            event_time: text("eventTime"),
-            detected_at: time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
+            event_time: event_time.clone(),
+            detected_at: detected_at(),
             actor: e.actor().clone(),
             event: EventOut {
-                event_time: text("eventTime"),
+                event_time,
                 event_source: text("eventSource"),
                 event_name: text("eventName"),
                 aws_region: text("awsRegion"),
@@ -273,6 +272,13 @@ impl Alert {
         self.write_json(&mut out);
         String::from_utf8(out).expect("JSON is UTF-8")
     }
+}
+
+/// Now, in RFC 3339: when an alert was made.
+fn detected_at() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// A stable id: the same rule on the same event (and, for thresholds, the same group)

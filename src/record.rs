@@ -164,9 +164,17 @@ impl<'a> Val<'a> {
 
     /// The value for titles and CSV cells: text, or compact JSON for objects/arrays.
     pub fn display(&self) -> String {
+        let mut out = String::new();
+        self.display_to(&mut out);
+        out
+    }
+
+    /// [`Val::display`], appended to `out` (titles are built without a string per
+    /// placeholder).
+    pub fn display_to(&self, out: &mut String) {
         match self.text() {
-            Some(t) => t.into_owned(),
-            None => self.to_json().to_string(),
+            Some(t) => out.push_str(&t),
+            None => out.push_str(&self.to_json().to_string()),
         }
     }
 }

@@ -144,11 +144,11 @@ impl Template {
 
     /// Renders for one event, or `None` when a placeholder's field is absent.
     pub fn render_all(&self, e: &Event) -> Option<String> {
-        let mut out = String::new();
+        let mut out = String::with_capacity(128);
         for p in &self.parts {
             match p {
                 TemplatePart::Lit(s) => out.push_str(s),
-                TemplatePart::Field(f) => out.push_str(&first_of(e, f)?.display()),
+                TemplatePart::Field(f) => first_of(e, f)?.display_to(&mut out),
             }
         }
         Some(out)
@@ -156,12 +156,12 @@ impl Template {
 
     /// Renders for one event; absent fields show as `-`.
     pub fn render(&self, e: &Event) -> String {
-        let mut out = String::new();
+        let mut out = String::with_capacity(128);
         for p in &self.parts {
             match p {
                 TemplatePart::Lit(s) => out.push_str(s),
                 TemplatePart::Field(f) => match first_of(e, f) {
-                    Some(v) => out.push_str(&v.display()),
+                    Some(v) => v.display_to(&mut out),
                     None => out.push('-'),
                 },
             }
