@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use trailwatch::alert::{Alert, SourceRef};
 use trailwatch::engine::{Engine, EngineOptions};
-use trailwatch::input::records::RecordSplitter;
+use trailwatch::input::records::{RecordSplitter, Syntax};
 use trailwatch::input::{Item, Limits, read_events};
 use trailwatch::record::Event;
 use trailwatch::rules::{RuleSet, Strictness};
@@ -59,14 +59,14 @@ fn gunzip(gz: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Each record's compact text with its top-level separators, as the splitter hands
-/// them to [`Event::parse_split`].
-fn records(json: &[u8]) -> Vec<(Vec<u8>, Vec<u32>)> {
+/// Each record's compact text with its top-level separators and the syntax the
+/// splitter checked, as the splitter hands them to [`Event::parse_split`].
+fn records(json: &[u8]) -> Vec<(Vec<u8>, Vec<u32>, Syntax)> {
     let mut split = RecordSplitter::new(json, 1 << 20);
     let mut out = Vec::new();
     let mut buf = Vec::new();
-    while split.next_into(&mut buf).unwrap().is_some() {
-        out.push((buf.clone(), split.separators().to_vec()));
+    while let Some(slot) = split.next_into(&mut buf).unwrap() {
+        out.push((buf.clone(), split.separators().to_vec(), slot.syntax));
     }
     out
 }
@@ -85,14 +85,14 @@ fn stages(c: &mut Criterion) {
     g.bench_function("locate fields", |b| {
         b.iter(|| {
             recs.iter()
-                .map(|(r, seps)| Event::parse_split(r, seps).unwrap())
+                .map(|(r, seps, syntax)| Event::parse_split(r, seps, *syntax).unwrap())
                 .count()
         })
     });
     // Matching parses the fields rules look at: each run starts from fresh events.
     let fresh = || -> Vec<Event> {
         recs.iter()
-            .map(|(r, seps)| Event::parse_split(r, seps).unwrap())
+            .map(|(r, seps, syntax)| Event::parse_split(r, seps, *syntax).unwrap())
             .collect()
     };
     g.bench_function("match the rule pack", |b| {
@@ -132,7 +132,7 @@ fn stages(c: &mut Criterion) {
                     e,
                     SourceRef::file("bench.json.gz", *i as u64),
                 );
-                serde_json::to_writer(&mut sink, &a).unwrap();
+                a.write_json(&mut sink);
                 sink.push(b'\n');
             }
             sink.len()
