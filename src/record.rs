@@ -475,7 +475,7 @@ impl Lazy {
 /// The members of the JSON object that opens at `b[at]`: each key (a span of `b`,
 /// or its unescaped text when it has escapes) and the span of its value.
 ///
-/// `b` must be valid JSON, as serde_json has already checked (see
+/// `b` must be valid JSON, as the splitter or serde_json has already checked (see
 /// [`Event::parse_split`]): this walks the structure without checking it again,
 /// which costs a fraction of a second parse. Strings are skipped eight bytes at a
 /// time ([`quote_or_backslash`]).
@@ -784,8 +784,10 @@ fn denied_success(error_code: Option<&str>) -> (bool, bool) {
 impl Event {
     /// Parses one record as read from a log file; it must look like CloudTrail.
     ///
-    /// The record is validated by serde_json once, into the text that alerts carry;
-    /// its top-level members are then located by [`members`] without parsing again.
+    /// The record is validated by serde_json once, into the text that alerts carry
+    /// (records from the splitter are validated by the splitter instead: see
+    /// [`Event::parse_split`]); its top-level members are then located by
+    /// [`members`] without parsing again.
     pub fn parse(bytes: &[u8]) -> Result<Event, RecordError> {
         Event::parse_split(bytes, &[], Syntax::Unchecked)
     }
