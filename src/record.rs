@@ -276,6 +276,11 @@ impl RecordJson {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A JSON string holding `text` (for a note in place of a record).
+    pub fn string(text: &str) -> RecordJson {
+        RecordJson(Arc::from(Value::from(text).to_string()))
+    }
 }
 
 /// As the JSON it is (not as a string holding it). Through serde, that takes

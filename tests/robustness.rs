@@ -197,4 +197,17 @@ fn a_malformed_record_fails_alone_and_says_where() {
             "invalid JSON at byte 23 of the record: white space inside a number or a literal",
         ]
     );
+    // JSON lines after the first are cut at line ends, not captured: the same holds.
+    let lines = b"{\"eventName\":\"A\"}\n{\"eventName\":\"B\",\"n\":1 2}\n{\"eventName\":\"E\"}\n";
+    let (mut names, mut errors) = (Vec::new(), Vec::new());
+    read_events(&lines[..], Limits::default(), |item| match item {
+        Item::Event { event, .. } => names.push(event.str("eventName").unwrap().to_owned()),
+        Item::Bad { error, .. } => errors.push(error.to_string()),
+    })
+    .unwrap();
+    assert_eq!(names, ["A", "E"]);
+    assert_eq!(
+        errors,
+        ["invalid JSON at byte 23 of the record: white space inside a number or a literal"]
+    );
 }

@@ -4,9 +4,10 @@
 //! such objects may be concatenated), a top-level JSON array of records, and JSON lines
 //! (`jq -c '.Records[]'`). Only the record being split is ever held in memory, so peak
 //! memory follows the largest record, not the file. Splitting tracks JSON strings and
-//! nesting, and checks each record's JSON grammar on the way through ([`Syntax`]), so
-//! the parser need not read the record once more just to validate it. A record that
-//! is malformed inside but balanced is handed out and fails only itself.
+//! nesting, and checks the JSON grammar of each record it captures on the way through
+//! ([`Syntax`]), so the parser need not read the record once more just to validate
+//! it (JSON lines after the first are cut at line ends and left to the parser). A
+//! record that is malformed inside but balanced is handed out and fails only itself.
 
 use std::io::{self, Read};
 
@@ -61,7 +62,9 @@ pub enum Syntax {
     /// Well-formed JSON (grammar, escapes, no raw control characters in strings;
     /// UTF-8 is left to the parser).
     Valid,
-    /// Not checked (a JSON line, a bare number or literal): the parser must check it.
+    /// Not checked (a JSON line, whose white space between tokens was dropped
+    /// without a check beyond [`compact`]'s; a bare number or literal; a record
+    /// over the size cap): the parser must check it.
     Unchecked,
     /// Malformed: the offset, from the record's first byte, of the first byte that
     /// breaks JSON's grammar (0 when it is a raw control character in a string).
@@ -328,7 +331,7 @@ impl<R: Read> RecordSplitter<R> {
                     break;
                 }
             }
-            compact(out);
+            let split = compact(out);
             let index = self.records;
             self.records += 1;
             let oversized = (size > self.max_record as u64).then_some(size);
@@ -340,7 +343,10 @@ impl<R: Read> RecordSplitter<R> {
                 offset: start,
                 oversized,
                 depth: nesting_depth(out),
-                syntax: Syntax::Unchecked,
+                syntax: match split {
+                    Some(at) => Syntax::Invalid(at),
+                    None => Syntax::Unchecked,
+                },
             }));
         }
     }
@@ -917,8 +923,23 @@ mod tests {
     #[test]
     fn compaction_keeps_strings_and_order() {
         let mut raw = b"{\n  \"b\": \"a  b\\\" c\",\r\n  \"a\": [1, 2]\n}".to_vec();
-        super::compact(&mut raw);
+        assert_eq!(super::compact(&mut raw), None);
         assert_eq!(raw, br#"{"b":"a  b\" c","a":[1,2]}"#);
+        // White space that split a number or a literal is reported, not hidden.
+        for (line, want) in [
+            (&br#"{"a": 1 2}"#[..], Some(8)),
+            (br#"{"a":tr ue}"#, Some(8)),
+            (br#"{"a":-  1}"#, Some(8)),
+            (br#"{"a": "1 2" , "b" : true }"#, None),
+        ] {
+            let mut raw = line.to_vec();
+            assert_eq!(
+                super::compact(&mut raw),
+                want,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
     }
 
     use super::*;
@@ -1243,7 +1264,35 @@ mod tests {
 
 /// Drops the white space between JSON tokens in place (strings and their escapes are
 /// kept byte for byte), as [`RecordSplitter`] does while it captures a record.
-pub fn compact(json: &mut Vec<u8>) {
+///
+/// Returns the offset of the first byte after white space that split a number or a
+/// literal (`1 2`, `tr ue`): dropping it would make another, valid, token, so the
+/// caller must refuse the record rather than trust the copy.
+pub fn compact(json: &mut Vec<u8>) -> Option<u64> {
+    /// A byte of a number or of `true`/`false`/`null`.
+    fn scalar(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.')
+    }
     let mut strings = JsonStrings::default();
-    json.retain(|&b| strings.in_string(b) || !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    let (mut write, mut split) = (0, None);
+    // The last byte kept, and whether white space was dropped since.
+    let (mut last, mut gap) = (None, false);
+    for read in 0..json.len() {
+        let b = json[read];
+        if !strings.in_string(b) {
+            if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                gap = true;
+                continue;
+            }
+            if gap && last.is_some_and(scalar) && scalar(b) {
+                split.get_or_insert(read as u64);
+            }
+        }
+        gap = false;
+        last = Some(b);
+        json[write] = b;
+        write += 1;
+    }
+    json.truncate(write);
+    split
 }

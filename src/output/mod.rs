@@ -73,7 +73,7 @@ pub fn writer<'w, W: Write + 'w>(
     out: W,
 ) -> io::Result<Box<dyn AlertWriter + 'w>> {
     Ok(match (format, columns) {
-        (Format::Jsonl, _) => Box::new(Jsonl(out)),
+        (Format::Jsonl, _) => Box::new(Jsonl::new(out)),
         (Format::Csv, Columns::Alerts) => Box::new(Csv::new(out)?),
         (Format::Csv, Columns::DeletedKeys) => Box::new(JoinCsv::new(out)?),
     })
@@ -109,7 +109,20 @@ impl<W: Write> AlertWriter for JoinCsv<W> {
 
 pub mod json;
 
-pub struct Jsonl<W>(pub W);
+pub struct Jsonl<W> {
+    out: W,
+    /// The line being written, kept between alerts.
+    line: Vec<u8>,
+}
+
+impl<W> Jsonl<W> {
+    pub fn new(out: W) -> Jsonl<W> {
+        Jsonl {
+            out,
+            line: Vec::with_capacity(8 * 1024),
+        }
+    }
+}
 
 /// One alert as a JSON line.
 fn json_line(alert: &Alert, out: &mut Vec<u8>) {
@@ -119,18 +132,18 @@ fn json_line(alert: &Alert, out: &mut Vec<u8>) {
 
 impl<W: Write> AlertWriter for Jsonl<W> {
     fn write(&mut self, alert: &Alert) -> io::Result<()> {
-        let mut line = Vec::with_capacity(4096);
-        json_line(alert, &mut line);
-        self.0.write_all(&line)
+        self.line.clear();
+        json_line(alert, &mut self.line);
+        self.out.write_all(&self.line)
     }
     fn renderer(&self) -> Option<fn(&Alert, &mut Vec<u8>)> {
         Some(json_line)
     }
     fn write_rendered(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.0.write_all(bytes)
+        self.out.write_all(bytes)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        self.out.flush()
     }
 }
 

@@ -7,6 +7,7 @@ use aws_sdk_sns::Client;
 use aws_sdk_sns::types::MessageAttributeValue;
 
 use crate::alert::Alert;
+use crate::record::RecordJson;
 
 /// SNS messages are limited to 256 KiB.
 const MAX_MESSAGE: usize = 256 * 1024;
@@ -45,12 +46,13 @@ pub fn message(a: &Alert) -> Result<String, String> {
     if full.len() <= MAX_MESSAGE {
         return Ok(full);
     }
-    let mut v = serde_json::to_value(a).map_err(|e| e.to_string())?;
-    v["record"] = serde_json::Value::String(format!(
+    // The same members in the same order, the record replaced by a note.
+    let mut small = a.clone();
+    small.record = RecordJson::string(&format!(
         "omitted: the record made the alert {} bytes, over SNS's 256 KiB",
         full.len()
     ));
-    serde_json::to_string(&v).map_err(|e| e.to_string())
+    Ok(small.to_json())
 }
 
 impl Sns {
@@ -93,7 +95,52 @@ impl Sns {
 
 #[cfg(test)]
 mod tests {
-    use super::subject;
+    use super::{MAX_MESSAGE, message, subject};
+    use crate::alert::{Alert, SourceRef};
+    use crate::engine::Detection;
+    use crate::record::Event;
+    use crate::rules::{RuleSet, Strictness};
+
+    /// An alert too large for SNS goes without its record, every other member
+    /// in place and in order.
+    #[test]
+    fn oversized_alerts_go_without_their_record() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let rules = RuleSet::load(&dir, Strictness::Run).unwrap();
+        let rule = rules
+            .rules
+            .iter()
+            .find(|r| r.id == "s3-sso-object-delete")
+            .unwrap();
+        let event = |big: usize| {
+            Event::from_value(serde_json::json!({
+                "eventName": "DeleteObject", "eventSource": "s3.amazonaws.com",
+                "userIdentity": {"type": "AssumedRole",
+                    "arn": "arn:aws:sts::1:assumed-role/AWSReservedSSO_A_0123456789abcdef/j@x"},
+                "requestParameters": {"bucketName": "b", "key": "k", "pad": "x".repeat(big)},
+            }))
+            .unwrap()
+        };
+        let d = Detection { rule: 0, hit: None };
+        let small = Alert::new(rule, &d, &event(10), SourceRef::file("f", 0));
+        assert_eq!(message(&small).unwrap(), small.to_json());
+        let big = Alert::new(rule, &d, &event(MAX_MESSAGE), SourceRef::file("f", 0));
+        let m = message(&big).unwrap();
+        assert!(m.len() < 4096, "{} bytes", m.len());
+        let v: serde_json::Value = serde_json::from_str(&m).unwrap();
+        assert!(
+            v["record"]
+                .as_str()
+                .unwrap()
+                .starts_with("omitted: the record made")
+        );
+        let keys = |s: &str| -> Vec<String> {
+            let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(s).unwrap();
+            v.keys().cloned().collect()
+        };
+        assert_eq!(keys(&m), keys(&big.to_json()));
+        assert!(m.starts_with(r#"{"alert_id":"#), "{m}");
+    }
 
     #[test]
     fn subjects_are_ascii_and_short() {
