@@ -183,7 +183,8 @@ impl Alert {
     /// record's text is copied as it is (serde takes raw JSON only through
     /// serde_json's `RawValue`, which would check the record once more; the
     /// splitter checked it when it was read), and plain strings are copied without
-    /// being escaped a byte at a time. `scan` writes every alert this way.
+    /// being escaped a byte at a time. `scan` and the sinks write every alert this
+    /// way.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut o = Object::new(out);
         o.str("alert_id", &self.alert_id);
