@@ -248,8 +248,8 @@ impl Alert {
             let s = &self.source;
             let mut o = Object::new(out);
             for (name, v) in [("file", &s.file), ("bucket", &s.bucket), ("key", &s.key)] {
-                if v.is_some() {
-                    o.opt_str(name, v);
+                if let Some(v) = v {
+                    o.str(name, v);
                 }
             }
             o.value("index", &s.index);

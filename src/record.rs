@@ -7,13 +7,11 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 use serde_json::value::RawValue;
-
-use crate::input::records::Syntax;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::identity::{self, Actor};
-use crate::input::records::quote_or_backslash;
+use crate::input::records::{Syntax, quote_or_backslash};
 
 /// A normalised field, computed once per record (see the `identity` module).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

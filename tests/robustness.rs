@@ -181,13 +181,18 @@ fn access_log_parser_survives_mutations() {
 /// compact copy would hide), with the byte it is at; the records around it are read.
 #[test]
 fn a_malformed_record_fails_alone_and_says_where() {
+    /// The event names read from `bytes`, and the record errors.
+    fn read(bytes: &[u8]) -> (Vec<String>, Vec<String>) {
+        let (mut names, mut errors) = (Vec::new(), Vec::new());
+        read_events(bytes, Limits::default(), |item| match item {
+            Item::Event { event, .. } => names.push(event.str("eventName").unwrap().to_owned()),
+            Item::Bad { error, .. } => errors.push(error.to_string()),
+        })
+        .unwrap();
+        (names, errors)
+    }
     let file = br#"{"Records":[{"eventName":"A"},{"eventName":"B","n":1 2},{"eventName":"C","s":"\q"},{"eventName":"D","t":tr ue},{"eventName":"E"}]}"#;
-    let (mut names, mut errors) = (Vec::new(), Vec::new());
-    read_events(&file[..], Limits::default(), |item| match item {
-        Item::Event { event, .. } => names.push(event.str("eventName").unwrap().to_owned()),
-        Item::Bad { error, .. } => errors.push(error.to_string()),
-    })
-    .unwrap();
+    let (names, errors) = read(file);
     assert_eq!(names, ["A", "E"]);
     assert_eq!(
         errors,
@@ -199,12 +204,7 @@ fn a_malformed_record_fails_alone_and_says_where() {
     );
     // JSON lines after the first are cut at line ends, not captured: the same holds.
     let lines = b"{\"eventName\":\"A\"}\n{\"eventName\":\"B\",\"n\":1 2}\n{\"eventName\":\"E\"}\n";
-    let (mut names, mut errors) = (Vec::new(), Vec::new());
-    read_events(&lines[..], Limits::default(), |item| match item {
-        Item::Event { event, .. } => names.push(event.str("eventName").unwrap().to_owned()),
-        Item::Bad { error, .. } => errors.push(error.to_string()),
-    })
-    .unwrap();
+    let (names, errors) = read(lines);
     assert_eq!(names, ["A", "E"]);
     assert_eq!(
         errors,

@@ -389,13 +389,12 @@ impl<R: Read> RecordSplitter<R> {
             // The grammar was checked as the bytes went by; raw control characters
             // inside strings are looked for here, in one pass the compiler
             // vectorises: the copy has no white space left outside strings, so any
-            // byte below 0x20 in it is inside a string.
-            let copied = &out[from..];
-            if *size > cap as u64 || copied.iter().fold(false, |c, &b| c | (b < 0x20)) {
-                self.syntax = match *size > cap as u64 {
-                    true => Syntax::Unchecked,
-                    false => Syntax::Invalid(0),
-                };
+            // byte below 0x20 in it is inside a string. (A record over the cap was
+            // not copied whole: it is left unchecked.)
+            if *size > cap as u64 {
+                self.syntax = Syntax::Unchecked;
+            } else if out[from..].iter().fold(false, |c, &b| c | (b < 0x20)) {
+                self.syntax = Syntax::Invalid(0);
             }
         }
         result
@@ -795,18 +794,10 @@ impl JsonStrings {
 /// documents, user agents) to `memchr2` after the first 32 bytes.
 #[inline]
 pub fn quote_or_backslash(s: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
-    const BACKSLASHES: u64 = u64::from_ne_bytes([b'\\'; 8]);
     let mut i = 0;
     while i + 8 <= s.len() && i < 32 {
         let w = u64::from_le_bytes(s[i..i + 8].try_into().expect("eight bytes"));
-        // A byte of `x` is zero where `w` holds the byte looked for; the lowest
-        // bit set in `(x - ONES) & !x & HIGH` marks the first such byte (a borrow
-        // can only mark bytes above it).
-        let (q, b) = (w ^ QUOTES, w ^ BACKSLASHES);
-        let hits = (q.wrapping_sub(ONES) & !q | b.wrapping_sub(ONES) & !b) & HIGH;
+        let hits = word_marks(w, false);
         if hits != 0 {
             return Some(i + (hits.trailing_zeros() / 8) as usize);
         }
@@ -820,6 +811,28 @@ pub fn quote_or_backslash(s: &[u8]) -> Option<usize> {
             .map(|j| i + j);
     }
     memchr2(b'"', b'\\', &s[i..]).map(|j| i + j)
+}
+
+/// Eight bytes at a time (`w`, little-endian): the high bit of each byte that is `"`
+/// or `\\` (or, with `control`, below 0x20) is set. The lowest mark is exact; a
+/// borrow can only add false marks above a true one, so a word has a mark exactly
+/// when it has such a byte. Shared by the string scans here and the JSON writer.
+#[inline]
+pub fn word_marks(w: u64, control: bool) -> u64 {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
+    const BACKSLASHES: u64 = u64::from_ne_bytes([b'\\'; 8]);
+    const SPACES: u64 = u64::from_ne_bytes([0x20; 8]);
+    // A byte of `x` is zero where `w` holds the byte looked for, and then
+    // `(x - ONES) & !x` has its high bit set; `w - SPACES` borrows at a byte below
+    // 0x20, and `!w` keeps bytes below 0x80.
+    let (q, b) = (w ^ QUOTES, w ^ BACKSLASHES);
+    let mut marks = q.wrapping_sub(ONES) & !q | b.wrapping_sub(ONES) & !b;
+    if control {
+        marks |= w.wrapping_sub(SPACES) & !w;
+    }
+    marks & HIGH
 }
 
 /// How deeply arrays and objects nest in `json` (strings are skipped).

@@ -5,6 +5,8 @@
 
 use serde::Serialize;
 
+use crate::input::records::word_marks;
+
 /// Writes `s` as a JSON string, exactly as serde_json does.
 pub fn string(out: &mut Vec<u8>, s: &str) {
     if needs_escape(s.as_bytes()) {
@@ -20,22 +22,10 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
 /// Whether `s` has a byte JSON escapes (as serde_json does): `"`, `\` or one below
 /// 0x20. Eight bytes at a time.
 fn needs_escape(s: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
-    const BACKSLASHES: u64 = u64::from_ne_bytes([b'\\'; 8]);
-    const SPACES: u64 = u64::from_ne_bytes([0x20; 8]);
     let mut words = s.chunks_exact(8);
     for w in &mut words {
         let w = u64::from_le_bytes(w.try_into().expect("eight bytes"));
-        let (q, b) = (w ^ QUOTES, w ^ BACKSLASHES);
-        // A high bit marks a zero byte of `q` or `b`, or a byte of `w` below 0x20
-        // (`w - 0x20` borrows there, and `!w` keeps bytes below 0x80); a false mark
-        // can only follow a true one in the same word, which is all this asks.
-        if (q.wrapping_sub(ONES) & !q | b.wrapping_sub(ONES) & !b | w.wrapping_sub(SPACES) & !w)
-            & HIGH
-            != 0
-        {
+        if word_marks(w, true) != 0 {
             return true;
         }
     }
