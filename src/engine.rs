@@ -3,7 +3,7 @@
 //! both drive it, one event at a time.
 
 use crate::record::{Event, FieldRef, NormField, Val};
-use crate::rules::threshold::{Hit, Key, SuppressState, ThresholdState};
+use crate::rules::threshold::{self, Hit, Key, SuppressState, ThresholdState};
 use crate::rules::{Rule, RuleSet};
 
 /// How rules are applied.
@@ -170,7 +170,11 @@ impl Engine {
             distinct: th
                 .and_then(|th| th.distinct.as_ref())
                 .and_then(|(_, f)| e.first_value(f))
-                .map(|v| v.display()),
+                // Straight into the shared form the threshold keeps.
+                .map(|v| match v.text() {
+                    Some(t) => threshold::Value::from(&*t),
+                    None => v.display().into(),
+                }),
             suppress: rule
                 .suppress
                 .as_ref()
@@ -225,7 +229,7 @@ pub struct Observation {
     /// The threshold's group (empty without a threshold).
     group: Key,
     /// The threshold's distinct value, when it counts distinct values.
-    distinct: Option<String>,
+    distinct: Option<threshold::Value>,
     /// The suppression key (empty without suppression).
     suppress: Key,
 }

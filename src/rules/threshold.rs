@@ -10,6 +10,7 @@
 //! seen by the rule; older ones are evicted, which bounds memory.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 // Keys are our own rule fields' values; a fast non-cryptographic hash is enough
 // (group counts are bounded by eviction).
@@ -26,6 +27,10 @@ const SWEEP_EVERY: u64 = 4096;
 
 /// Group or suppression key: one value per `group_by`/`key` field, `None` when absent.
 pub type Key = Vec<Option<String>>;
+
+/// A distinct value, shared by the entry that carries it and the counts of values
+/// that hold it: a busy group remembers thousands of object keys, each once.
+pub type Value = Arc<str>;
 
 /// A threshold that fired.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +49,7 @@ pub struct ThresholdState {
     seq: u64,
 }
 
-type Entries = BTreeMap<(i64, u64), Option<String>>;
+type Entries = BTreeMap<(i64, u64), Option<Value>>;
 
 /// One group's remembered events, plus a running count of the window that ends at
 /// its newest event. Events usually arrive in time order; then that window is the
@@ -57,18 +62,33 @@ struct Group {
     /// How many of `entries` carry each distinct value: no window holds more
     /// distinct values than the group, so a late event in a busy group with few
     /// values (a job reading the same keys over and over) is settled at once.
-    values: HashMap<String, usize>,
+    values: HashMap<Value, usize>,
+}
+
+/// Counts one more of `v` (sharing `v` itself when it is new).
+fn count_in(values: &mut HashMap<Value, usize>, v: &Value) {
+    match values.get_mut(&**v) {
+        Some(n) => *n += 1,
+        None => {
+            values.insert(v.clone(), 1);
+        }
+    }
+}
+
+/// Counts one less of `v`, forgetting it at zero.
+fn uncount_in(values: &mut HashMap<Value, usize>, v: &str) {
+    if let Some(n) = values.get_mut(v) {
+        *n -= 1;
+        if *n == 0 {
+            values.remove(v);
+        }
+    }
 }
 
 impl Group {
-    fn insert(&mut self, key: (i64, u64), v: Option<String>) {
+    fn insert(&mut self, key: (i64, u64), v: Option<Value>) {
         if let Some(v) = &v {
-            match self.values.get_mut(v) {
-                Some(n) => *n += 1,
-                None => {
-                    self.values.insert(v.clone(), 1);
-                }
-            }
+            count_in(&mut self.values, v);
         }
         self.entries.insert(key, v);
     }
@@ -80,12 +100,7 @@ impl Group {
     }
 
     fn forget(&mut self, v: &str) {
-        if let Some(n) = self.values.get_mut(v) {
-            *n -= 1;
-            if *n == 0 {
-                self.values.remove(v);
-            }
-        }
+        uncount_in(&mut self.values, v);
     }
 
     /// Forgets entries older than `horizon`; returns whether it removed any.
@@ -110,7 +125,7 @@ struct Tail {
     start: (i64, u64),
     newest: (i64, u64),
     count: usize,
-    values: HashMap<String, usize>,
+    values: HashMap<Value, usize>,
 }
 
 impl Tail {
@@ -133,22 +148,17 @@ impl Tail {
         t
     }
 
-    fn add(&mut self, v: &Option<String>) {
+    fn add(&mut self, v: &Option<Value>) {
         self.count += 1;
         if let Some(v) = v {
-            *self.values.entry(v.clone()).or_default() += 1;
+            count_in(&mut self.values, v);
         }
     }
 
-    fn remove(&mut self, v: &Option<String>) {
+    fn remove(&mut self, v: &Option<Value>) {
         self.count -= 1;
         if let Some(v) = v {
-            if let Some(c) = self.values.get_mut(v) {
-                *c -= 1;
-                if *c == 0 {
-                    self.values.remove(v);
-                }
-            }
+            uncount_in(&mut self.values, v);
         }
     }
 }
@@ -165,7 +175,7 @@ impl ThresholdState {
         th: &Threshold,
         t: i64,
         group: Key,
-        distinct: Option<String>,
+        distinct: Option<Value>,
     ) -> Option<Hit> {
         let wm = self.watermark.map_or(t, |w| w.max(t));
         self.watermark = Some(wm);
@@ -265,7 +275,7 @@ impl ThresholdState {
             return None;
         }
         let entries = &g.entries;
-        let near: Vec<(&(i64, u64), &Option<String>)> =
+        let near: Vec<(&(i64, u64), &Option<Value>)> =
             entries.range((t - w, 0)..=(t + w, u64::MAX)).collect();
         let n = near.len();
         let mut j = 0;
@@ -278,7 +288,7 @@ impl ThresholdState {
             // Extend the window [start, start + w] as far as it goes.
             while j < n && near[j].0.0 <= start + w {
                 if let Some(v) = near[j].1 {
-                    *seen.entry(v.as_str()).or_default() += 1;
+                    *seen.entry(&**v).or_default() += 1;
                 }
                 j += 1;
             }
@@ -305,10 +315,10 @@ impl ThresholdState {
             }
             // Slide: drop the window's first event.
             if let Some(v) = near[i].1 {
-                if let Some(c) = seen.get_mut(v.as_str()) {
+                if let Some(c) = seen.get_mut(&**v) {
                     *c -= 1;
                     if *c == 0 {
-                        seen.remove(v.as_str());
+                        seen.remove(&**v);
                     }
                 }
             }
@@ -324,7 +334,7 @@ impl ThresholdState {
         th: &Threshold,
         t: i64,
         group: Key,
-        distinct: Option<String>,
+        distinct: Option<Value>,
     ) -> Option<Hit> {
         // A late timestamp never takes the fast path; run the slow path by making
         // every event look late: drop the tail and insert through the general code.
@@ -338,7 +348,7 @@ impl ThresholdState {
         g.evict(wm - th.window_ms - LATENESS_MS);
         g.insert((t, self.seq), distinct);
         let w = th.window_ms;
-        let near: Vec<((i64, u64), Option<String>)> = g
+        let near: Vec<((i64, u64), Option<Value>)> = g
             .entries
             .range((t - w, 0)..=(t + w, u64::MAX))
             .map(|(k, v)| (*k, v.clone()))
@@ -351,7 +361,7 @@ impl ThresholdState {
             if start + w < t {
                 continue;
             }
-            let window: Vec<&((i64, u64), Option<String>)> = near[i..]
+            let window: Vec<&((i64, u64), Option<Value>)> = near[i..]
                 .iter()
                 .take_while(|(k, _)| k.0 <= start + w)
                 .collect();
@@ -523,7 +533,7 @@ mod tests {
     fn distinct_counts_values_not_events() {
         let t = th(3, 5, true);
         let mut st = ThresholdState::default();
-        let mut obs = |m: i64, v: &str| st.observe(&t, m * MIN, g("a"), Some(v.to_owned()));
+        let mut obs = |m: i64, v: &str| st.observe(&t, m * MIN, g("a"), Some(v.into()));
         assert!(obs(0, "x").is_none());
         assert!(obs(1, "x").is_none());
         assert!(obs(2, "y").is_none());
@@ -566,7 +576,7 @@ mod tests {
                     clock
                 };
                 let grp = g(["a", "b"][rng.usize(..2)]);
-                let val = Some(format!("k{}", rng.u8(..values)));
+                let val: Option<Value> = Some(format!("k{}", rng.u8(..values)).into());
                 let a = fast.observe(&t, at, grp.clone(), val.clone());
                 let b = slow.observe_by_examination(&t, at, grp, val);
                 assert_eq!(a, b, "seed {seed}");
@@ -581,7 +591,7 @@ mod tests {
         let mut st = ThresholdState::default();
         for i in 0..200_000i64 {
             assert!(
-                st.observe(&t, i, g("a"), Some(format!("k{}", i % 10)))
+                st.observe(&t, i, g("a"), Some(format!("k{}", i % 10).into()))
                     .is_none()
             );
         }
@@ -602,7 +612,7 @@ mod tests {
                 i
             };
             assert!(
-                st.observe(&t, at, g("a"), Some(format!("k{}", i % 10)))
+                st.observe(&t, at, g("a"), Some(format!("k{}", i % 10).into()))
                     .is_none()
             );
         }
