@@ -1,6 +1,8 @@
 //! The alert a detection becomes: the record it fired on, who did it, and where the
 //! record came from, with a deterministic id.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -116,80 +118,247 @@ impl PartialEq for Alert {
 
 impl Eq for Alert {}
 
-impl Alert {
-    /// Builds the alert for `d` on `e`.
-    pub fn new(rule: &Rule, d: &Detection, e: &Event, source: SourceRef) -> Alert {
-        let text = |k: &str| e.str(k).map(str::to_owned);
-        // Records from files arrive compact (the splitter drops the white space
-        // between tokens), so they fit on one JSON line as they are.
-        let record = e.record_json();
-        let threshold = d
-            .hit
-            .as_ref()
-            .zip(rule.threshold.as_ref())
-            .map(|(hit, th)| ThresholdOut {
-                count: hit.count,
-                window: th.window_text.clone(),
-                group: th
-                    .group_by
-                    .iter()
-                    .zip(&hit.group)
-                    .map(|((name, _), v)| {
-                        (name.clone(), v.clone().map_or(Value::Null, Value::String))
-                    })
-                    .collect(),
-                first_event_time: format_time_ms(hit.first_ms),
-                last_event_time: format_time_ms(hit.last_ms),
-            });
-        let s3 = |f| e.norm(f).map(|v| v.display());
-        let event_time = text("eventTime");
-        Alert {
+/// The CloudTrail members of [`EventOut`], in its order: each is read from the
+/// record under the name it is written with.
+const EVENT_MEMBERS: [&str; 11] = [
+    "eventTime",
+    "eventSource",
+    "eventName",
+    "awsRegion",
+    "sourceIPAddress",
+    "userAgent",
+    "errorCode",
+    "errorMessage",
+    "requestID",
+    "eventID",
+    "recipientAccountId",
+];
+
+/// What an alert works out from its rule, detection and event; the rest of it is
+/// the event's and the rule's own text.
+struct Derived {
+    alert_id: String,
+    title: String,
+    detected_at: String,
+    threshold: Option<ThresholdOut>,
+}
+
+impl Derived {
+    fn new(rule: &Rule, d: &Detection, e: &Event) -> Derived {
+        Derived {
             alert_id: alert_id(rule, d, e),
-            rule_id: rule.id.clone(),
             title: rule.title.render(e),
-            severity: rule.severity,
-            tags: rule.tags.clone(),
-            event_time: event_time.clone(),
             detected_at: detected_at(),
-            actor: e.actor().clone(),
-            event: EventOut {
-                event_time,
-                event_source: text("eventSource"),
-                event_name: text("eventName"),
-                aws_region: text("awsRegion"),
-                source_ip_address: text("sourceIPAddress"),
-                user_agent: text("userAgent"),
-                error_code: text("errorCode"),
-                error_message: text("errorMessage"),
-                request_id: text("requestID"),
-                event_id: text("eventID"),
-                recipient_account_id: text("recipientAccountId"),
-            },
-            s3: S3Out {
-                bucket: s3(crate::record::NormField::S3Bucket),
-                key: s3(crate::record::NormField::S3Key),
-            },
-            threshold,
-            source,
-            deleted_keys: None,
-            note: None,
-            record,
+            threshold: d
+                .hit
+                .as_ref()
+                .zip(rule.threshold.as_ref())
+                .map(|(hit, th)| ThresholdOut {
+                    count: hit.count,
+                    window: th.window_text.clone(),
+                    group: th
+                        .group_by
+                        .iter()
+                        .zip(&hit.group)
+                        .map(|((name, _), v)| {
+                            (name.clone(), v.clone().map_or(Value::Null, Value::String))
+                        })
+                        .collect(),
+                    first_event_time: format_time_ms(hit.first_ms),
+                    last_event_time: format_time_ms(hit.last_ms),
+                }),
         }
     }
 }
 
+/// The event's members of an alert: [`EVENT_MEMBERS`], then the S3 bucket and key.
+fn event_members(e: &Event) -> ([Option<&str>; 11], [Option<Cow<'_, str>>; 2]) {
+    let s3 = |f| {
+        e.norm(f)
+            .map(|v| v.text().unwrap_or_else(|| Cow::Owned(v.display())))
+    };
+    (
+        EVENT_MEMBERS.map(|k| e.str(k)),
+        [
+            s3(crate::record::NormField::S3Bucket),
+            s3(crate::record::NormField::S3Key),
+        ],
+    )
+}
+
 impl Alert {
-    /// The alert as one JSON object: what serde writes for it, except that the
-    /// record's text is copied as it is (serde takes raw JSON only through
+    /// Builds the alert for `d` on `e`.
+    pub fn new(rule: &Rule, d: &Detection, e: &Event, source: SourceRef) -> Alert {
+        let Derived {
+            alert_id,
+            title,
+            detected_at,
+            threshold,
+        } = Derived::new(rule, d, e);
+        let (event, s3) = event_members(e);
+        let [
+            event_time,
+            event_source,
+            event_name,
+            aws_region,
+            source_ip_address,
+            user_agent,
+            error_code,
+            error_message,
+            request_id,
+            event_id,
+            recipient_account_id,
+        ] = event.map(|v| v.map(str::to_owned));
+        let [bucket, key] = s3.map(|v| v.map(Cow::into_owned));
+        Alert {
+            alert_id,
+            rule_id: rule.id.clone(),
+            title,
+            severity: rule.severity,
+            tags: rule.tags.clone(),
+            event_time: event_time.clone(),
+            detected_at,
+            actor: e.actor().clone(),
+            event: EventOut {
+                event_time,
+                event_source,
+                event_name,
+                aws_region,
+                source_ip_address,
+                user_agent,
+                error_code,
+                error_message,
+                request_id,
+                event_id,
+                recipient_account_id,
+            },
+            s3: S3Out { bucket, key },
+            threshold,
+            source,
+            deleted_keys: None,
+            note: None,
+            // Records from files arrive compact (the splitter drops the white
+            // space between tokens), so they fit on one JSON line as they are.
+            record: e.record_json(),
+        }
+    }
+
+    /// The alert for `d` on `e` as [`Alert::new`] would build it, borrowed from the
+    /// event, the rule and `source` for as long as `f` looks at it: writing an alert
+    /// this way makes none of the owned alert's thirty-odd strings.
+    pub fn with_ref<R>(
+        rule: &Rule,
+        d: &Detection,
+        e: &Event,
+        source: &SourceRef,
+        f: impl FnOnce(&AlertRef<'_>) -> R,
+    ) -> R {
+        let derived = Derived::new(rule, d, e);
+        let (event, s3) = event_members(e);
+        let record = e.record_json();
+        f(&AlertRef {
+            alert_id: &derived.alert_id,
+            rule_id: &rule.id,
+            title: &derived.title,
+            severity: rule.severity,
+            tags: &rule.tags,
+            event_time: event[0],
+            detected_at: &derived.detected_at,
+            actor: e.actor(),
+            event,
+            s3: [s3[0].as_deref(), s3[1].as_deref()],
+            threshold: derived.threshold.as_ref(),
+            source,
+            deleted_keys: None,
+            note: None,
+            record: record.as_str(),
+        })
+    }
+
+    /// The alert, borrowed.
+    pub fn as_ref(&self) -> AlertRef<'_> {
+        let e = &self.event;
+        AlertRef {
+            alert_id: &self.alert_id,
+            rule_id: &self.rule_id,
+            title: &self.title,
+            severity: self.severity,
+            tags: &self.tags,
+            event_time: self.event_time.as_deref(),
+            detected_at: &self.detected_at,
+            actor: &self.actor,
+            event: [
+                &e.event_time,
+                &e.event_source,
+                &e.event_name,
+                &e.aws_region,
+                &e.source_ip_address,
+                &e.user_agent,
+                &e.error_code,
+                &e.error_message,
+                &e.request_id,
+                &e.event_id,
+                &e.recipient_account_id,
+            ]
+            .map(Option::as_deref),
+            s3: [self.s3.bucket.as_deref(), self.s3.key.as_deref()],
+            threshold: self.threshold.as_ref(),
+            source: &self.source,
+            deleted_keys: self.deleted_keys.as_deref(),
+            note: self.note.as_deref(),
+            record: self.record.as_str(),
+        }
+    }
+
+    /// See [`AlertRef::write_json`].
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        self.as_ref().write_json(out);
+    }
+
+    /// [`Alert::write_json`] as a string.
+    pub fn to_json(&self) -> String {
+        let mut out = Vec::with_capacity(1024 + self.record.as_str().len());
+        self.write_json(&mut out);
+        String::from_utf8(out).expect("JSON is UTF-8")
+    }
+}
+
+/// An alert's members, borrowed: from an [`Alert`] ([`Alert::as_ref`]) or from
+/// the event it fires on ([`Alert::with_ref`]). Both are written by the one
+/// [`AlertRef::write_json`].
+#[derive(Debug)]
+pub struct AlertRef<'a> {
+    pub alert_id: &'a str,
+    pub rule_id: &'a str,
+    pub title: &'a str,
+    pub severity: crate::rules::Severity,
+    pub tags: &'a [String],
+    pub event_time: Option<&'a str>,
+    pub detected_at: &'a str,
+    pub actor: &'a Actor,
+    /// [`EventOut`]'s members in its order.
+    pub event: [Option<&'a str>; 11],
+    /// The S3 bucket and key.
+    pub s3: [Option<&'a str>; 2],
+    pub threshold: Option<&'a ThresholdOut>,
+    pub source: &'a SourceRef,
+    pub deleted_keys: Option<&'a [crate::join::DeletedKey]>,
+    pub note: Option<&'a str>,
+    pub record: &'a str,
+}
+
+impl AlertRef<'_> {
+    /// The alert as one JSON object: what serde writes for an [`Alert`], except
+    /// that the record's text is copied as it is (serde takes raw JSON only through
     /// serde_json's `RawValue`, which would check the record once more; the
     /// splitter checked it when it was read), and plain strings are copied without
     /// being escaped a byte at a time. `scan` and the sinks write every alert this
     /// way.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut o = Object::new(out);
-        o.str("alert_id", &self.alert_id);
-        o.str("rule_id", &self.rule_id);
-        o.str("title", &self.title);
+        o.str("alert_id", self.alert_id);
+        o.str("rule_id", self.rule_id);
+        o.str("title", self.title);
         o.str("severity", self.severity.as_str());
         o.with("tags", |out| {
             out.push(b'[');
@@ -201,51 +370,42 @@ impl Alert {
             }
             out.push(b']');
         });
-        o.opt_str("event_time", &self.event_time);
-        o.str("detected_at", &self.detected_at);
+        o.opt_str("event_time", self.event_time);
+        o.str("detected_at", self.detected_at);
         o.with("actor", |out| {
-            let a = &self.actor;
+            let a = self.actor;
             let mut o = Object::new(out);
             o.str("kind", a.kind.as_str());
-            o.opt_str("name", &a.name);
-            o.opt_str("arn", &a.arn);
-            o.opt_str("account", &a.account);
-            o.opt_str("principal_id", &a.principal_id);
-            o.opt_str("role", &a.role);
-            o.opt_str("session", &a.session);
-            o.opt_str("permission_set", &a.permission_set);
-            o.opt_str("user_id", &a.user_id);
+            o.opt_str("name", a.name.as_deref());
+            o.opt_str("arn", a.arn.as_deref());
+            o.opt_str("account", a.account.as_deref());
+            o.opt_str("principal_id", a.principal_id.as_deref());
+            o.opt_str("role", a.role.as_deref());
+            o.opt_str("session", a.session.as_deref());
+            o.opt_str("permission_set", a.permission_set.as_deref());
+            o.opt_str("user_id", a.user_id.as_deref());
             o.value("via_console", &a.via_console);
             o.value("mfa", &a.mfa);
             o.end();
         });
         o.with("event", |out| {
-            let e = &self.event;
             let mut o = Object::new(out);
-            o.opt_str("eventTime", &e.event_time);
-            o.opt_str("eventSource", &e.event_source);
-            o.opt_str("eventName", &e.event_name);
-            o.opt_str("awsRegion", &e.aws_region);
-            o.opt_str("sourceIPAddress", &e.source_ip_address);
-            o.opt_str("userAgent", &e.user_agent);
-            o.opt_str("errorCode", &e.error_code);
-            o.opt_str("errorMessage", &e.error_message);
-            o.opt_str("requestID", &e.request_id);
-            o.opt_str("eventID", &e.event_id);
-            o.opt_str("recipientAccountId", &e.recipient_account_id);
+            for (name, v) in EVENT_MEMBERS.iter().zip(self.event) {
+                o.opt_str(name, v);
+            }
             o.end();
         });
         o.with("s3", |out| {
             let mut o = Object::new(out);
-            o.opt_str("bucket", &self.s3.bucket);
-            o.opt_str("key", &self.s3.key);
+            o.opt_str("bucket", self.s3[0]);
+            o.opt_str("key", self.s3[1]);
             o.end();
         });
-        if let Some(t) = &self.threshold {
+        if let Some(t) = self.threshold {
             o.value("threshold", t);
         }
         o.with("source", |out| {
-            let s = &self.source;
+            let s = self.source;
             let mut o = Object::new(out);
             for (name, v) in [("file", &s.file), ("bucket", &s.bucket), ("key", &s.key)] {
                 if let Some(v) = v {
@@ -255,23 +415,16 @@ impl Alert {
             o.value("index", &s.index);
             o.end();
         });
-        if let Some(k) = &self.deleted_keys {
+        if let Some(k) = self.deleted_keys {
             o.value("deleted_keys", k);
         }
-        if let Some(n) = &self.note {
+        if let Some(n) = self.note {
             o.str("note", n);
         }
         o.with("record", |out| {
-            out.extend_from_slice(self.record.as_str().as_bytes())
+            out.extend_from_slice(self.record.as_bytes())
         });
         o.end();
-    }
-
-    /// [`Alert::write_json`] as a string.
-    pub fn to_json(&self) -> String {
-        let mut out = Vec::with_capacity(1024 + self.record.as_str().len());
-        self.write_json(&mut out);
-        String::from_utf8(out).expect("JSON is UTF-8")
     }
 }
 

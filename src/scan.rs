@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::alert::{Alert, SourceRef};
+use crate::alert::{Alert, AlertRef, SourceRef};
 use crate::engine::{Detection, Engine, EngineOptions, Observation};
 use crate::input::records::Syntax;
 use crate::input::{self, InputSpec, Item, Limits, Position};
@@ -228,6 +228,7 @@ pub fn run(
         opts,
         write_err: None,
         shown: 0,
+        line: Vec::new(),
         bar: bar.as_ref(),
         started,
     };
@@ -301,6 +302,8 @@ struct Consumer<'a> {
     write_err: Option<std::io::Error>,
     /// Record errors shown for the current file.
     shown: u64,
+    /// An alert rendered for the output (reused).
+    line: Vec<u8>,
     bar: Option<&'a indicatif::ProgressBar>,
     started: Instant,
 }
@@ -366,6 +369,18 @@ impl Consumer<'_> {
             } else {
                 None
             };
+            let render = out.renderer().filter(|_| !hold && prebuilt.is_none());
+            if let Some(render) = render {
+                // Written straight from the event: the owned alert is never built.
+                let mut line = std::mem::take(&mut self.line);
+                line.clear();
+                let source = obj.source(name, index);
+                Alert::with_ref(rule, d, event, &source, |a| render(a, &mut line));
+                self.count(d.rule);
+                self.emit(out, |out| out.write_rendered(&line));
+                self.line = line;
+                continue;
+            }
             let alert = match prebuilt {
                 Some(a) => a,
                 None => Alert::new(rule, d, event, obj.source(name, index)),
@@ -618,7 +633,7 @@ enum Built {
 fn ahead(
     engine: &Engine,
     opts: &ScanOptions,
-    render: Option<fn(&Alert, &mut Vec<u8>)>,
+    render: Option<fn(&AlertRef<'_>, &mut Vec<u8>)>,
     source: impl Fn(u64) -> SourceRef,
     index: u64,
     event: Event,
@@ -629,9 +644,13 @@ fn ahead(
     let mut matched = Vec::new();
     engine.matching(&event, &mut matched);
     let rules = engine.rules();
-    let build = |r: usize| {
-        let d = Detection { rule: r, hit: None };
-        Alert::new(&rules[r], &d, &event, source(index))
+    let detection = |r: usize| Detection { rule: r, hit: None };
+    let build = |r: usize| Alert::new(&rules[r], &detection(r), &event, source(index));
+    // Rendered straight from the event: the owned alert is never built.
+    let render_into = |render: fn(&AlertRef<'_>, &mut Vec<u8>), r: usize, out: &mut Vec<u8>| {
+        Alert::with_ref(&rules[r], &detection(r), &event, &source(index), |a| {
+            render(a, out)
+        })
     };
     let all_stateless = matched.iter().all(|&r| stateless(&rules[r], opts));
     if crate::join::DeleteJoin::interested(&event) || (!all_stateless && event.raw_text().is_none())
@@ -660,14 +679,13 @@ fn ahead(
                     keep_record = true;
                     None
                 } else {
-                    let alert = build(r);
                     Some(match render {
                         Some(render) => {
                             let start = rendered.len();
-                            render(&alert, &mut rendered);
+                            render_into(render, r, &mut rendered);
                             Ready::Rendered(start..rendered.len())
                         }
-                        None => Ready::Alert(Box::new(alert)),
+                        None => Ready::Alert(Box::new(build(r))),
                     })
                 },
             })
@@ -679,14 +697,15 @@ fn ahead(
             rendered,
         };
     }
-    let built: Vec<Alert> = matched.iter().map(|&r| build(r)).collect();
     let built = match render {
-        Some(render) if !built.is_empty() => {
+        Some(render) if !matched.is_empty() => {
             let mut bytes = Vec::with_capacity(4096);
-            built.iter().for_each(|a| render(a, &mut bytes));
+            matched
+                .iter()
+                .for_each(|&r| render_into(render, r, &mut bytes));
             Built::Rendered(bytes)
         }
-        _ => Built::Alerts(built),
+        _ => Built::Alerts(matched.iter().map(|&r| build(r)).collect()),
     };
     Pre::Done { matched, built }
 }

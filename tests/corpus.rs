@@ -180,9 +180,18 @@ fn the_rule_index_changes_nothing() {
                     assert_eq!(a, b, "{}", event.record());
                     fired += a.len();
                     for d in &a {
-                        let alert =
-                            Alert::new(&fast.rules()[d.rule], d, &event, SourceRef::file("f", 1));
+                        let (rule, source) = (&fast.rules()[d.rule], SourceRef::file("f", 1));
+                        let alert = Alert::new(rule, d, &event, source.clone());
                         same_json(&alert);
+                        // Written straight from the event, the alert is the same
+                        // (but for when it was made).
+                        let mut direct = Vec::new();
+                        Alert::with_ref(rule, d, &event, &source, |a| a.write_json(&mut direct));
+                        let direct = String::from_utf8(direct).unwrap();
+                        assert_eq!(
+                            without_detected_at(&direct),
+                            without_detected_at(&alert.to_json())
+                        );
                         thresholds += usize::from(alert.threshold.is_some());
                     }
                 }
@@ -192,6 +201,15 @@ fn the_rule_index_changes_nothing() {
     }
     assert!(fired > 1000, "the pack fires on the corpus: {fired}");
     assert!(thresholds > 0, "a threshold fires on the corpus");
+}
+
+/// An alert's JSON with its `detected_at` member's value cut out.
+fn without_detected_at(json: &str) -> String {
+    let (head, rest) = json
+        .split_once(r#""detected_at":""#)
+        .expect("has detected_at");
+    let (_, tail) = rest.split_once('"').expect("a closed string");
+    format!("{head}{tail}")
 }
 
 /// `scan` writes alerts with [`Alert::write_json`], which copies the record's text

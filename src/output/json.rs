@@ -64,7 +64,7 @@ impl<'a> Object<'a> {
     }
 
     /// A string, or `null`.
-    pub fn opt_str(&mut self, name: &str, v: &Option<String>) {
+    pub fn opt_str(&mut self, name: &str, v: Option<&str>) {
         match v {
             Some(v) => self.str(name, v),
             None => self.name(name).extend_from_slice(b"null"),

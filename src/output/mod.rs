@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use crate::alert::Alert;
+use crate::alert::{Alert, AlertRef};
 
 /// `--format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -53,7 +53,7 @@ pub trait AlertWriter {
     /// For a writer whose output is each alert rendered on its own, the rendering
     /// (so that reader threads can do it, and [`AlertWriter::write_rendered`] only
     /// copies bytes); `None` for the others.
-    fn renderer(&self) -> Option<fn(&Alert, &mut Vec<u8>)> {
+    fn renderer(&self) -> Option<fn(&AlertRef<'_>, &mut Vec<u8>)> {
         None
     }
     /// Writes alerts that [`AlertWriter::renderer`] rendered.
@@ -125,7 +125,7 @@ impl<W> Jsonl<W> {
 }
 
 /// One alert as a JSON line.
-fn json_line(alert: &Alert, out: &mut Vec<u8>) {
+fn json_line(alert: &AlertRef<'_>, out: &mut Vec<u8>) {
     alert.write_json(out);
     out.push(b'\n');
 }
@@ -133,10 +133,10 @@ fn json_line(alert: &Alert, out: &mut Vec<u8>) {
 impl<W: Write> AlertWriter for Jsonl<W> {
     fn write(&mut self, alert: &Alert) -> io::Result<()> {
         self.line.clear();
-        json_line(alert, &mut self.line);
+        json_line(&alert.as_ref(), &mut self.line);
         self.out.write_all(&self.line)
     }
-    fn renderer(&self) -> Option<fn(&Alert, &mut Vec<u8>)> {
+    fn renderer(&self) -> Option<fn(&AlertRef<'_>, &mut Vec<u8>)> {
         Some(json_line)
     }
     fn write_rendered(&mut self, bytes: &[u8]) -> io::Result<()> {
