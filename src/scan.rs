@@ -637,12 +637,16 @@ fn ahead(
     source: impl Fn(u64) -> SourceRef,
     index: u64,
     event: Event,
+    scratch: &mut Vec<usize>,
 ) -> Pre {
     if !Consumer::in_range(opts, &event) {
         return Pre::Filtered;
     }
-    let mut matched = Vec::new();
-    engine.matching(&event, &mut matched);
+    // Matched in the reader's own list: what is handed over is allocated only
+    // when a rule matched (most records match none), and exactly to size.
+    scratch.clear();
+    engine.matching(&event, scratch);
+    let matched = scratch.to_vec();
     let rules = engine.rules();
     let detection = |r: usize| Detection { rule: r, hit: None };
     let build = |r: usize| Alert::new(&rules[r], &detection(r), &event, source(index));
@@ -699,7 +703,10 @@ fn ahead(
     }
     let built = match render {
         Some(render) if !matched.is_empty() => {
-            let mut bytes = Vec::with_capacity(4096);
+            // About what the alerts take (each carries the record), so that the
+            // buffer is not grown as they are written.
+            let record = event.raw_text().map_or(2048, str::len);
+            let mut bytes = Vec::with_capacity(matched.len() * (record + 2048));
             matched
                 .iter()
                 .for_each(|&r| render_into(render, r, &mut bytes));
@@ -826,6 +833,7 @@ fn read_ahead(
                         }
                     };
                     let mut chunk = Vec::with_capacity(CHUNK);
+                    let mut scratch = Vec::new();
                     let mut weight = 0;
                     let mut gone = false;
                     let result = input::read_events(reader, opts.limits, |item| {
@@ -841,6 +849,7 @@ fn read_ahead(
                                 |index| objects[i].source(&name, index),
                                 index,
                                 event,
+                                &mut scratch,
                             ),
                         };
                         weight += pre.weight();
