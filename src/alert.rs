@@ -276,7 +276,7 @@ impl Alert {
     }
 
     /// The alert, borrowed.
-    pub fn as_ref(&self) -> AlertRef<'_> {
+    pub fn view(&self) -> AlertRef<'_> {
         let e = &self.event;
         AlertRef {
             alert_id: &self.alert_id,
@@ -312,7 +312,7 @@ impl Alert {
 
     /// See [`AlertRef::write_json`].
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        self.as_ref().write_json(out);
+        self.view().write_json(out);
     }
 
     /// [`Alert::write_json`] as a string.
@@ -323,7 +323,7 @@ impl Alert {
     }
 }
 
-/// An alert's members, borrowed: from an [`Alert`] ([`Alert::as_ref`]) or from
+/// An alert's members, borrowed: from an [`Alert`] ([`Alert::view`]) or from
 /// the event it fires on ([`Alert::with_ref`]). Both are written by the one
 /// [`AlertRef::write_json`].
 #[derive(Debug)]

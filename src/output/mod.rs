@@ -133,7 +133,7 @@ fn json_line(alert: &AlertRef<'_>, out: &mut Vec<u8>) {
 impl<W: Write> AlertWriter for Jsonl<W> {
     fn write(&mut self, alert: &Alert) -> io::Result<()> {
         self.line.clear();
-        json_line(&alert.as_ref(), &mut self.line);
+        json_line(&alert.view(), &mut self.line);
         self.out.write_all(&self.line)
     }
     fn renderer(&self) -> Option<fn(&AlertRef<'_>, &mut Vec<u8>)> {
