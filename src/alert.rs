@@ -245,7 +245,9 @@ impl Alert {
 
     /// The alert for `d` on `e` as [`Alert::new`] would build it, borrowed from the
     /// event, the rule and `source` for as long as `f` looks at it: writing an alert
-    /// this way makes none of the owned alert's thirty-odd strings.
+    /// this way makes only what is not in the event or the rule (the id, the title,
+    /// `detected_at`, a threshold's summary), not the owned alert's thirty-odd
+    /// strings.
     pub fn with_ref<R>(
         rule: &Rule,
         d: &Detection,

@@ -283,7 +283,7 @@ impl RecordJson {
 
 /// As the JSON it is (not as a string holding it). Through serde, that takes
 /// serde_json's [`RawValue`], which checks the text once more; the JSON lines that
-/// `scan` writes copy it as it is (see [`crate::alert::Alert::write_json`]).
+/// `scan` writes copy it as it is (see [`crate::alert::AlertRef::write_json`]).
 impl serde::Serialize for RecordJson {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         RawValue::from_string(self.0.to_string())

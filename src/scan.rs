@@ -656,6 +656,9 @@ fn ahead(
             render(a, out)
         })
     };
+    // About what one rendered alert takes (it carries the record), so that a
+    // record's buffer is not grown as its alerts are written.
+    let line = event.raw_text().map_or(2048, str::len) + 2048;
     let all_stateless = matched.iter().all(|&r| stateless(&rules[r], opts));
     if crate::join::DeleteJoin::interested(&event) || (!all_stateless && event.raw_text().is_none())
     {
@@ -672,7 +675,8 @@ fn ahead(
         };
     }
     if !all_stateless {
-        let mut rendered = Vec::new();
+        let ready = matched.iter().filter(|&&r| rules[r].threshold.is_none());
+        let mut rendered = Vec::with_capacity(render.map_or(0, |_| ready.count() * line));
         let mut keep_record = false;
         let steps = matched
             .iter()
@@ -703,10 +707,7 @@ fn ahead(
     }
     let built = match render {
         Some(render) if !matched.is_empty() => {
-            // About what the alerts take (each carries the record), so that the
-            // buffer is not grown as they are written.
-            let record = event.raw_text().map_or(2048, str::len);
-            let mut bytes = Vec::with_capacity(matched.len() * (record + 2048));
+            let mut bytes = Vec::with_capacity(matched.len() * line);
             matched
                 .iter()
                 .for_each(|&r| render_into(render, r, &mut bytes));

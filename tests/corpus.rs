@@ -212,8 +212,9 @@ fn without_detected_at(json: &str) -> String {
     format!("{head}{tail}")
 }
 
-/// `scan` writes alerts with [`Alert::write_json`], which copies the record's text
-/// as it is; everything else is what serde writes, member for member.
+/// `scan` and the sinks write alerts with `AlertRef::write_json` (an owned alert's
+/// through [`Alert::write_json`]), which copies the record's text as it is;
+/// everything else is what serde writes, member for member.
 fn same_json(alert: &Alert) {
     let serde = serde_json::to_string(alert).unwrap();
     assert_eq!(alert.to_json(), serde);

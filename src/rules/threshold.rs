@@ -28,8 +28,9 @@ const SWEEP_EVERY: u64 = 4096;
 /// Group or suppression key: one value per `group_by`/`key` field, `None` when absent.
 pub type Key = Vec<Option<String>>;
 
-/// A distinct value, shared by the entry that carries it and the counts of values
-/// that hold it: a busy group remembers thousands of object keys, each once.
+/// A distinct value, made once per event and shared by the group's entry that
+/// carries it and the counts of values that hold it (which would otherwise each
+/// copy it): a busy group remembers thousands of object keys.
 pub type Value = Arc<str>;
 
 /// A threshold that fired.
