@@ -730,9 +730,9 @@ fn stateless(rule: &crate::rules::Rule, opts: &ScanOptions) -> bool {
 /// records weigh little ([`Pre::Done`] without alerts, [`Pre::Windowed`]), but a
 /// file's rendered alerts are held too, and with the whole pack on S3 data events
 /// they come to about as much as the file's JSON. 24 MiB holds a whole file of the
-/// usual size (10,000 records) with its alerts: with 12, the second reader of two
-/// waited for a third of each file, and the scan took 8% longer. Memory stays
-/// bounded whatever the file sizes.
+/// benchmark corpus (10,000 records, larger than most CloudTrail files) with its
+/// alerts: with 12, the second reader of two waited for a third of each file, and
+/// the scan took 8% longer. Memory stays bounded whatever the file sizes.
 const CHUNK: usize = 128;
 const BUDGET: usize = 24 << 20;
 
