@@ -134,6 +134,56 @@ const EVENT_MEMBERS: [&str; 11] = [
     "recipientAccountId",
 ];
 
+impl EventOut {
+    /// The members in [`EVENT_MEMBERS`]' order.
+    fn from_members(m: [Option<String>; 11]) -> EventOut {
+        let [
+            event_time,
+            event_source,
+            event_name,
+            aws_region,
+            source_ip_address,
+            user_agent,
+            error_code,
+            error_message,
+            request_id,
+            event_id,
+            recipient_account_id,
+        ] = m;
+        EventOut {
+            event_time,
+            event_source,
+            event_name,
+            aws_region,
+            source_ip_address,
+            user_agent,
+            error_code,
+            error_message,
+            request_id,
+            event_id,
+            recipient_account_id,
+        }
+    }
+
+    /// The members, borrowed, in [`EVENT_MEMBERS`]' order.
+    fn members(&self) -> [Option<&str>; 11] {
+        [
+            &self.event_time,
+            &self.event_source,
+            &self.event_name,
+            &self.aws_region,
+            &self.source_ip_address,
+            &self.user_agent,
+            &self.error_code,
+            &self.error_message,
+            &self.request_id,
+            &self.event_id,
+            &self.recipient_account_id,
+        ]
+        .map(Option::as_deref)
+    }
+}
+
 /// What an alert works out from its rule, detection and event; the rest of it is
 /// the event's and the rule's own text.
 struct Derived {
@@ -196,19 +246,7 @@ impl Alert {
             threshold,
         } = Derived::new(rule, d, e);
         let (event, s3) = event_members(e);
-        let [
-            event_time,
-            event_source,
-            event_name,
-            aws_region,
-            source_ip_address,
-            user_agent,
-            error_code,
-            error_message,
-            request_id,
-            event_id,
-            recipient_account_id,
-        ] = event.map(|v| v.map(str::to_owned));
+        let event = EventOut::from_members(event.map(|v| v.map(str::to_owned)));
         let [bucket, key] = s3.map(|v| v.map(Cow::into_owned));
         Alert {
             alert_id,
@@ -216,22 +254,10 @@ impl Alert {
             title,
             severity: rule.severity,
             tags: rule.tags.clone(),
-            event_time: event_time.clone(),
+            event_time: event.event_time.clone(),
             detected_at,
             actor: e.actor().clone(),
-            event: EventOut {
-                event_time,
-                event_source,
-                event_name,
-                aws_region,
-                source_ip_address,
-                user_agent,
-                error_code,
-                error_message,
-                request_id,
-                event_id,
-                recipient_account_id,
-            },
+            event,
             s3: S3Out { bucket, key },
             threshold,
             source,
@@ -279,7 +305,6 @@ impl Alert {
 
     /// The alert, borrowed.
     pub fn view(&self) -> AlertRef<'_> {
-        let e = &self.event;
         AlertRef {
             alert_id: &self.alert_id,
             rule_id: &self.rule_id,
@@ -289,20 +314,7 @@ impl Alert {
             event_time: self.event_time.as_deref(),
             detected_at: &self.detected_at,
             actor: &self.actor,
-            event: [
-                &e.event_time,
-                &e.event_source,
-                &e.event_name,
-                &e.aws_region,
-                &e.source_ip_address,
-                &e.user_agent,
-                &e.error_code,
-                &e.error_message,
-                &e.request_id,
-                &e.event_id,
-                &e.recipient_account_id,
-            ]
-            .map(Option::as_deref),
+            event: self.event.members(),
             s3: [self.s3.bucket.as_deref(), self.s3.key.as_deref()],
             threshold: self.threshold.as_ref(),
             source: &self.source,
