@@ -663,3 +663,72 @@ fn cloudwatch_outage_does_not_block_intake() {
         bed.log()
     );
 }
+
+/// The SNS sink publishes ten alerts to a PublishBatch call and never more than
+/// 256 KiB in one: alerts around and over that size (one over what an SNS message
+/// holds goes without its record) all arrive, each once, with subject and
+/// attributes.
+#[test]
+fn sns_publishes_alerts_in_batches() {
+    use trailwatch::alert::{Alert, SourceRef};
+    use trailwatch::engine::Detection;
+    use trailwatch::record::Event;
+    use trailwatch::rules::{RuleSet, Strictness};
+
+    let bed = Bed::new(2);
+    let rules = RuleSet::load(&root().join("rules"), Strictness::Run).unwrap();
+    let rule = rules
+        .rules
+        .iter()
+        .find(|r| r.id == "s3-sso-object-delete")
+        .unwrap();
+    let pads = (0..23).map(|i| match i {
+        5 | 6 => 150 * 1024,
+        12 => 300 * 1024,
+        _ => 10,
+    });
+    let alerts: Vec<Arc<Alert>> = pads
+        .enumerate()
+        .map(|(i, pad)| {
+            let event = Event::from_value(json!({
+                "eventName": "DeleteObject", "eventSource": "s3.amazonaws.com",
+                "eventID": format!("e{i}"),
+                "userIdentity": {"type": "AssumedRole",
+                    "arn": "arn:aws:sts::1:assumed-role/AWSReservedSSO_A_0123456789abcdef/j@x"},
+                "requestParameters": {"bucketName": "b", "key": format!("k{i}"), "pad": "x".repeat(pad)},
+            }))
+            .unwrap();
+            let d = Detection { rule: 0, hit: None };
+            Arc::new(Alert::new(rule, &d, &event, SourceRef::file("f", i as u64)))
+        })
+        .collect();
+    let sink: trailwatch::config::SinkConfig =
+        toml::from_str(&format!("type = \"sns\"\ntopic_arn = \"{}\"", bed.topic)).unwrap();
+    bed.rt.block_on(async {
+        let sink = trailwatch::sinks::Sink::new(&sink, &bed.moto.sdk_config().await).unwrap();
+        sink.deliver(&alerts).await.unwrap();
+    });
+
+    let inbox = bed.inbox();
+    let got: Vec<Value> = inbox
+        .iter()
+        .map(|m| serde_json::from_str(m["Message"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(got.len(), alerts.len(), "each alert once");
+    let want: HashSet<String> = alerts.iter().map(|a| a.alert_id.clone()).collect();
+    assert_eq!(ids(&got), want);
+    for (m, a) in inbox.iter().zip(&got) {
+        assert_eq!(m["Subject"], a["title"]);
+        assert_eq!(m["MessageAttributes"]["severity"]["Value"], "high");
+        assert_eq!(
+            m["MessageAttributes"]["rule_id"]["Value"],
+            "s3-sso-object-delete"
+        );
+        let pad = &a["record"]["requestParameters"]["pad"];
+        match a["event"]["eventID"].as_str().unwrap() {
+            "e12" => assert!(a["record"].as_str().unwrap().starts_with("omitted:")),
+            "e5" | "e6" => assert_eq!(pad.as_str().unwrap().len(), 150 * 1024),
+            _ => assert_eq!(pad, "xxxxxxxxxx"),
+        }
+    }
+}

@@ -35,6 +35,25 @@ pub struct Sink {
     max_attempts: u32,
 }
 
+/// An attempt that did not get every alert accepted: the alerts still to send
+/// (indices into the attempt's alerts, in order), and why.
+#[derive(Debug)]
+pub struct Unsent {
+    pub left: Vec<usize>,
+    pub message: String,
+}
+
+impl Unsent {
+    /// The alerts from `first` on (sinks that send one at a time stop at the first
+    /// failure).
+    fn from(first: usize, len: usize, message: impl Into<String>) -> Unsent {
+        Unsent {
+            left: (first..len).collect(),
+            message: message.into(),
+        }
+    }
+}
+
 /// A delivery that failed every attempt.
 #[derive(Debug, thiserror::Error)]
 #[error("sink {sink}: {message} (after {attempts} attempts)")]
@@ -85,22 +104,21 @@ impl Sink {
     /// Delivers the alerts at or above the sink's minimum severity, retrying with
     /// backoff. Alerts already accepted are not sent again by a retry.
     pub async fn deliver(&self, alerts: &[Arc<Alert>]) -> Result<(), SinkError> {
-        let wanted: Vec<Arc<Alert>> = alerts
+        let mut pending: Vec<Arc<Alert>> = alerts
             .iter()
             .filter(|a| self.min_severity.is_none_or(|m| a.severity >= m))
             .cloned()
             .collect();
-        if wanted.is_empty() {
+        if pending.is_empty() {
             return Ok(());
         }
-        let mut done = 0;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.send(&wanted[done..]).await {
+            match self.send(&pending).await {
                 Ok(()) => return Ok(()),
-                Err((sent, message)) => {
-                    done += sent;
+                Err(Unsent { left, message }) => {
+                    pending = left.iter().map(|&i| pending[i].clone()).collect();
                     if attempt >= self.max_attempts {
                         return Err(SinkError {
                             sink: self.name.clone(),
@@ -116,22 +134,23 @@ impl Sink {
         }
     }
 
-    /// One attempt. On failure: how many alerts (from the front) were accepted.
-    async fn send(&self, alerts: &[Arc<Alert>]) -> Result<(), (usize, String)> {
+    /// One attempt. On failure: the alerts not accepted.
+    async fn send(&self, alerts: &[Arc<Alert>]) -> Result<(), Unsent> {
+        let all = |e: String| Unsent::from(0, alerts.len(), e);
         match &self.kind {
             Kind::Stdout => {
-                let lines = jsonl(alerts).map_err(|e| (0, e))?;
+                let lines = jsonl(alerts);
                 tokio::task::spawn_blocking(move || {
                     let mut out = std::io::stdout().lock();
                     out.write_all(&lines)?;
                     out.flush()
                 })
                 .await
-                .map_err(|e| (0, e.to_string()))?
-                .map_err(|e| (0, format!("writing to stdout: {e}")))
+                .map_err(|e| all(e.to_string()))?
+                .map_err(|e| all(format!("writing to stdout: {e}")))
             }
             Kind::File { path, lock } => {
-                let lines = jsonl(alerts).map_err(|e| (0, e))?;
+                let lines = jsonl(alerts);
                 let path = path.clone();
                 // Appends under a lock so concurrent files never interleave lines;
                 // synced to disk before the alerts count as delivered.
@@ -144,21 +163,24 @@ impl Sink {
                     f.write_all(&lines)?;
                     f.sync_data()
                 });
-                res.map_err(|e| (0, format!("appending to {}: {e}", path.display())))
+                res.map_err(|e| all(format!("appending to {}: {e}", path.display())))
             }
             Kind::Sns(s) => s.publish(alerts).await,
-            Kind::Webhook(w) => w.post(alerts).await,
+            Kind::Webhook(w) => w
+                .post(alerts)
+                .await
+                .map_err(|(i, e)| Unsent::from(i, alerts.len(), e)),
         }
     }
 }
 
-fn jsonl(alerts: &[Arc<Alert>]) -> Result<Vec<u8>, String> {
+fn jsonl(alerts: &[Arc<Alert>]) -> Vec<u8> {
     let mut buf = Vec::new();
     for a in alerts {
         a.write_json(&mut buf);
         buf.push(b'\n');
     }
-    Ok(buf)
+    buf
 }
 
 /// Builds every configured sink.
