@@ -1,6 +1,7 @@
 //! The AWS edge shared by every client: configuration from the standard chain and
 //! one-line error descriptions.
 
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 /// SDK configuration from the environment: `AWS_REGION`, credentials chain,
@@ -25,10 +26,9 @@ pub fn s3_client(conf: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
 
 /// A one-line description of an SDK error: the service's code and message when it
 /// answered, otherwise the transport problem with its causes.
-pub fn error_text<E, R>(e: &SdkError<E, R>) -> String
+pub fn error_text<E>(e: &SdkError<E, HttpResponse>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     match e {
         SdkError::ServiceError(se) => {
@@ -36,7 +36,19 @@ where
             match (err.code(), err.message()) {
                 (Some(c), Some(m)) => format!("{c}: {m}"),
                 (Some(c), None) => c.to_owned(),
-                _ => err.to_string(),
+                // An answer the SDK could not read (a proxy's or an emulator's error
+                // page): its status and the start of its body say more than
+                // "unhandled error" alone.
+                _ => {
+                    let raw = se.raw();
+                    let body = raw.body().bytes().unwrap_or_default();
+                    let start = String::from_utf8_lossy(&body[..body.len().min(200)]);
+                    let start = start.split_whitespace().collect::<Vec<_>>().join(" ");
+                    match start.is_empty() {
+                        true => format!("{err} (HTTP {})", raw.status().as_u16()),
+                        false => format!("{err} (HTTP {}: {start})", raw.status().as_u16()),
+                    }
+                }
             }
         }
         other => {
@@ -60,5 +72,44 @@ where
     match e {
         SdkError::ServiceError(se) => se.err().code(),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::primitives::SdkBody;
+    use aws_sdk_sns::error::ErrorMetadata;
+    use aws_sdk_sns::operation::publish_batch::PublishBatchError;
+
+    fn service_error(err: ErrorMetadata, status: u16, body: &str) -> String {
+        let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::from(body));
+        error_text(&SdkError::service_error(
+            PublishBatchError::generic(err),
+            raw,
+        ))
+    }
+
+    /// The service's code and message when the SDK read them; else the status and
+    /// the start of what came back, on one line.
+    #[test]
+    fn service_errors_say_what_came_back() {
+        let coded = ErrorMetadata::builder()
+            .code("Throttling")
+            .message("Rate exceeded")
+            .build();
+        assert_eq!(service_error(coded, 400, ""), "Throttling: Rate exceeded");
+        let unread = service_error(
+            ErrorMetadata::builder().build(),
+            403,
+            "<ErrorResponse>\n  <Errors><Error><Code>AccessDenied</Code>",
+        );
+        assert!(
+            unread
+                .ends_with("(HTTP 403: <ErrorResponse> <Errors><Error><Code>AccessDenied</Code>)"),
+            "{unread}"
+        );
+        let empty = service_error(ErrorMetadata::builder().build(), 502, "");
+        assert!(empty.ends_with("(HTTP 502)"), "{empty}");
     }
 }
