@@ -31,8 +31,12 @@ subscription).
 
 moto's IAM enforcement matches actions and resource ARNs for SQS and S3 only (any other
 service is checked against "*") and ignores condition keys, so the sns:Publish resource
-and the namespace condition on PutMetricData are not exercised here. Everything listens
-and connects on 127.0.0.1 only.
+and the namespace condition on PutMetricData are not exercised here. The worker prints
+its alerts instead of also publishing them as the task definition's TRAILWATCH_SINKS
+says (checked as text): with enforcement on, moto refuses the SDK's PublishBatch calls
+with SignatureDoesNotMatch, though it takes its SQS and S3 calls. The SNS sink and
+TRAILWATCH_SINKS' `;min_severity=` run against moto without enforcement in
+tests/worker.rs. Everything listens and connects on 127.0.0.1 only.
 """
 
 import ast
@@ -154,7 +158,7 @@ def create_stack(cf, name, params):
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}, resources
 
 
-def check_stack(moto, outputs, resources, kms_key_arn):
+def check_stack(moto, outputs, resources, kms_key_arn, topic_min_severity):
     """What moto created is what the template says; returns the task role's policies."""
     sqs, ecs, iam, events = (moto.client(s) for s in ("sqs", "ecs", "iam", "events"))
     for key in ("QueueUrl", "DeadLetterQueueUrl", "AlertTopicArn", "LogGroupName"):
@@ -181,7 +185,10 @@ def check_stack(moto, outputs, resources, kms_key_arn):
     c = td["taskDefinition"]["containerDefinitions"][0]
     env = {e["name"]: e["value"] for e in c["environment"]}
     check(env["TRAILWATCH_QUEUE_URL"] == outputs["QueueUrl"], f"task environment {env}")
-    check(env["TRAILWATCH_SINKS"] == f"stdout,sns:{outputs['AlertTopicArn']}", f"task environment {env}")
+    check(
+        env["TRAILWATCH_SINKS"] == f"stdout,sns:{outputs['AlertTopicArn']};min_severity={topic_min_severity}",
+        f"task environment {env}",
+    )
     check(c.get("readonlyRootFilesystem") is True, "container root file system is writable")
     check(c.get("user") == "10001:10001", f"container user {c.get('user')}")
     check("/healthz" in " ".join(c["healthCheck"]["command"]), "container health check")
@@ -433,10 +440,11 @@ def main():
                 "ContainerImage": "trailwatch:test",
                 "VpcId": vpc,
                 "SubnetIds": ",".join(subnets[:2]),
+                "AlertTopicMinSeverity": "high",
             },
         )
         check_all_created(template, resources)
-        task_policies = check_stack(moto, outputs, resources, key_arn)
+        task_policies = check_stack(moto, outputs, resources, key_arn, "high")
         check_host_policy([s for doc in task_policies.values() for s in doc["Statement"]], key_arn)
         check_email_filter(moto, template, outputs["AlertTopicArn"])
         print(f"deploy stack test: stack created in moto, {len(resources)} resources")

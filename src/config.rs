@@ -529,8 +529,24 @@ pub fn mask_url(u: &str) -> String {
     }
 }
 
-/// `stdout`, `file:/path`, `sns:arn:...`, `webhook:https://...` (for `TRAILWATCH_SINKS`).
+/// `stdout`, `file:/path`, `sns:arn:...`, `webhook:https://...` (for `TRAILWATCH_SINKS`),
+/// each optionally followed by `;min_severity=LEVEL`: a deployment configured by
+/// environment alone (a CloudFormation task definition) can send every alert to
+/// its log and only the ones worth a page to SNS.
 fn parse_sink_spec(s: &str) -> Result<SinkConfig, ConfigError> {
+    let (s, min_severity) = match s.rsplit_once(";min_severity=") {
+        // The level alone is shown: a webhook URL may carry a secret.
+        Some((spec, level)) => (
+            spec,
+            Some(
+                level
+                    .trim()
+                    .parse::<Severity>()
+                    .map_err(|e| ConfigError(format!("TRAILWATCH_SINKS: min_severity: {e}")))?,
+            ),
+        ),
+        None => (s, None),
+    };
     let (kind, arg) = s.split_once(':').unwrap_or((s, ""));
     let mut c = SinkConfig {
         kind: SinkType::Stdout,
@@ -538,7 +554,7 @@ fn parse_sink_spec(s: &str) -> Result<SinkConfig, ConfigError> {
         topic_arn: None,
         url: None,
         slack: false,
-        min_severity: None,
+        min_severity,
         max_attempts: default_attempts(),
         timeout: default_timeout(),
     };
@@ -558,7 +574,7 @@ fn parse_sink_spec(s: &str) -> Result<SinkConfig, ConfigError> {
         }
         other => {
             return Err(ConfigError(format!(
-                "TRAILWATCH_SINKS: unknown sink `{other}`; use stdout, file:PATH, sns:TOPIC_ARN or webhook:URL"
+                "TRAILWATCH_SINKS: unknown sink `{other}`; use stdout, file:PATH, sns:TOPIC_ARN or webhook:URL, each optionally followed by ;min_severity=LEVEL"
             )));
         }
     }
@@ -637,6 +653,29 @@ listen = "127.0.0.1:8080"
         assert_eq!(c.sinks.len(), 2);
         assert_eq!(c.sinks[1].kind, SinkType::Sns);
         assert_eq!(c.sources[0].exclude, ["Digest", "\\.tmp$"]);
+    }
+
+    /// `TRAILWATCH_SINKS` entries may end in `;min_severity=LEVEL`; a bad level is
+    /// an error that does not echo the sink (a webhook URL may carry a secret).
+    #[test]
+    fn environment_sinks_take_a_minimum_severity() {
+        let sinks = |v: &str| load(FULL, &[("TRAILWATCH_SINKS", v)]).map(|c| c.sinks);
+        let s = sinks(
+            "stdout,sns:arn:aws:sns:us-east-1:1:t;min_severity=medium, webhook:https://h.example/x?a=b;min_severity=critical",
+        )
+        .unwrap();
+        assert_eq!(s.len(), 3);
+        assert_eq!((s[0].kind, s[0].min_severity), (SinkType::Stdout, None));
+        assert_eq!(s[1].kind, SinkType::Sns);
+        assert_eq!(s[1].topic_arn.as_deref(), Some("arn:aws:sns:us-east-1:1:t"));
+        assert_eq!(s[1].min_severity, Some(Severity::Medium));
+        assert_eq!(s[2].url.as_deref(), Some("https://h.example/x?a=b"));
+        assert_eq!(s[2].min_severity, Some(Severity::Critical));
+        let e = sinks("webhook:https://h.example/secret-token;min_severity=urgent")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("min_severity: unknown severity `urgent`"), "{e}");
+        assert!(!e.contains("secret-token"), "{e}");
     }
 
     #[test]

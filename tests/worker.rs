@@ -732,3 +732,48 @@ fn sns_publishes_alerts_in_batches() {
         }
     }
 }
+
+/// `TRAILWATCH_SINKS` alone configures the sinks (as the CloudFormation task
+/// definition does), each with its own minimum severity: every alert to the file,
+/// the high ones to SNS.
+#[test]
+fn environment_sinks_keep_their_minimum_severity() {
+    let bed = Bed::new(5);
+    let rules = bed.dir.path().join("rules");
+    for r in ["s3-assumed-role-object-ops", "s3-sso-object-delete"] {
+        write(
+            &rules.join(format!("{r}.toml")),
+            std::fs::read(root().join(format!("rules/{r}.toml"))).unwrap(),
+        );
+    }
+    bed.put("AWSLogs/1.json.gz", delete_file(1, "ana@example.com"));
+    bed.put("AWSLogs/2.json.gz", delete_file(2, "bo@example.com"));
+    let cfg = bed.config(&rules, "");
+    let sinks = format!(
+        "file:{};min_severity=info, sns:{};min_severity=high",
+        bed.alerts_path().display(),
+        bed.topic
+    );
+    let mut w = bed.spawn_with(
+        &cfg,
+        &["--until-idle", "3s"],
+        &[("TRAILWATCH_SINKS", &sinks)],
+    );
+    assert_eq!(bed.wait_exit(&mut w, 90), 0, "{}", bed.log());
+
+    let alerts = bed.alerts();
+    assert_eq!(alerts.len(), 4, "{}", bed.log());
+    let high: HashSet<String> = alerts
+        .iter()
+        .filter(|a| a["severity"] == "high")
+        .map(|a| a["alert_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(high.len(), 2);
+    let sns: Vec<Value> = bed
+        .inbox()
+        .iter()
+        .map(|m| serde_json::from_str(m["Message"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(sns.len(), 2, "{sns:?}");
+    assert_eq!(ids(&sns), high);
+}

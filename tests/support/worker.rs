@@ -169,8 +169,23 @@ listen = ""
         self.spawn_at(config, args, &self.moto.endpoint)
     }
 
+    /// [`Bed::spawn`] with more environment variables.
+    pub fn spawn_with(&self, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
+        self.spawn_env(config, args, &self.moto.endpoint, env)
+    }
+
     /// [`Bed::spawn`] with the worker's AWS endpoint at `endpoint` (a proxy).
     pub fn spawn_at(&self, config: &Path, args: &[&str], endpoint: &str) -> Child {
+        self.spawn_env(config, args, endpoint, &[])
+    }
+
+    fn spawn_env(
+        &self,
+        config: &Path,
+        args: &[&str],
+        endpoint: &str,
+        env: &[(&str, &str)],
+    ) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -188,7 +203,8 @@ listen = ""
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::from(log));
+        .stderr(Stdio::from(log))
+        .envs(env.iter().copied());
         c.spawn().expect("start the worker")
     }
 
