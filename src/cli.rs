@@ -352,10 +352,10 @@ fn scan_cmd(args: ScanArgs) -> anyhow::Result<ExitCode> {
     if summary.had_errors() {
         return Ok(ExitCode::from(EXIT_ERROR));
     }
-    if let (Some(min), Some(max)) = (args.fail_on, summary.max_severity) {
-        if max >= min {
-            return Ok(ExitCode::from(EXIT_FINDINGS));
-        }
+    if let (Some(min), Some(max)) = (args.fail_on, summary.max_severity)
+        && max >= min
+    {
+        return Ok(ExitCode::from(EXIT_FINDINGS));
     }
     Ok(ExitCode::from(EXIT_OK))
 }

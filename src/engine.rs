@@ -212,10 +212,10 @@ impl Engine {
             }
             None => None,
         };
-        if let Some(s) = &rule.suppress {
-            if !st.suppress.admit(s, o.suppress, t) {
-                return None;
-            }
+        if let Some(s) = &rule.suppress
+            && !st.suppress.admit(s, o.suppress, t)
+        {
+            return None;
         }
         Some(Detection { rule: i, hit })
     }
@@ -402,7 +402,7 @@ fn necessary(rule: &Rule, c: &crate::rules::condition::Cond) -> Option<Need> {
         Cond::Sel(i) => rule.selections[*i]
             .fields
             .iter()
-            .filter_map(|f| field_need(f))
+            .filter_map(field_need)
             .min_by_key(|n| n.rank),
         // Any conjunct's requirement is necessary: take the best.
         Cond::And(items) => items
@@ -487,7 +487,7 @@ fn field_need(c: &crate::rules::matcher::FieldCond) -> Option<Need> {
 /// (most events succeed) and anything asking for `false` last.
 fn rank(field: &FieldRef, lits: &[Lit]) -> u8 {
     let prefix = lits.iter().any(|l| matches!(l, Lit::Prefix(_)));
-    let flag_false = lits.iter().any(|l| *l == Lit::Flag(false));
+    let flag_false = lits.contains(&Lit::Flag(false));
     match field {
         FieldRef::Raw { path, .. } if path.len() == 1 && path[0] == "eventName" => {
             if prefix {

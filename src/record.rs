@@ -1155,31 +1155,31 @@ fn s3_target<'a>(r: &dyn identity::Fields<'a>) -> (Option<String>, Option<String
     };
     let mut bucket = str_param("bucketName");
     let mut key = str_param("key");
-    if bucket.is_none() || key.is_none() {
-        if let Some(resources) = r.tree("resources").and_then(Value::as_array) {
-            for r in resources {
-                let Some(arn) = r.get("ARN").and_then(Value::as_str) else {
-                    continue;
-                };
-                let Some(path) = arn.strip_prefix("arn:aws:s3:::").or_else(|| {
-                    arn.strip_prefix("arn:")
-                        .and_then(|x| x.split_once(":s3:::"))
-                        .map(|(_, p)| p)
-                }) else {
-                    continue;
-                };
-                match path.split_once('/') {
-                    Some((b, k)) => {
-                        bucket.get_or_insert_with(|| b.to_owned());
-                        if key.is_none() && !k.is_empty() {
-                            key = Some(k.to_owned());
-                        }
+    if (bucket.is_none() || key.is_none())
+        && let Some(resources) = r.tree("resources").and_then(Value::as_array)
+    {
+        for r in resources {
+            let Some(arn) = r.get("ARN").and_then(Value::as_str) else {
+                continue;
+            };
+            let Some(path) = arn.strip_prefix("arn:aws:s3:::").or_else(|| {
+                arn.strip_prefix("arn:")
+                    .and_then(|x| x.split_once(":s3:::"))
+                    .map(|(_, p)| p)
+            }) else {
+                continue;
+            };
+            match path.split_once('/') {
+                Some((b, k)) => {
+                    bucket.get_or_insert_with(|| b.to_owned());
+                    if key.is_none() && !k.is_empty() {
+                        key = Some(k.to_owned());
                     }
-                    None if !path.is_empty() => {
-                        bucket.get_or_insert_with(|| path.to_owned());
-                    }
-                    None => {}
                 }
+                None if !path.is_empty() => {
+                    bucket.get_or_insert_with(|| path.to_owned());
+                }
+                None => {}
             }
         }
     }

@@ -412,6 +412,10 @@ impl Consumer<'_> {
     /// A [`Pre::Windowed`] record's turn: each matched rule's windowed state takes
     /// the observation worked out ahead; alerts built ahead go out as they are
     /// admitted, and a completed threshold builds its alert from the record's text.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "what the reader handed over, taken apart where the loop matches it"
+    )]
     fn windowed(
         &mut self,
         obj: &Object,
@@ -469,10 +473,10 @@ impl Consumer<'_> {
         out: &mut dyn AlertWriter,
         write: impl FnOnce(&mut dyn AlertWriter) -> std::io::Result<()>,
     ) {
-        if self.write_err.is_none() {
-            if let Err(e) = write(out) {
-                self.write_err = Some(e);
-            }
+        if self.write_err.is_none()
+            && let Err(e) = write(out)
+        {
+            self.write_err = Some(e);
         }
     }
 

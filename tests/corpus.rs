@@ -13,7 +13,7 @@ fn panther_records() -> Vec<Value> {
     v["Records"].as_array().unwrap().clone()
 }
 
-fn find<'a>(records: &'a [Value], pred: impl Fn(&Value) -> bool) -> &'a Value {
+fn find(records: &[Value], pred: impl Fn(&Value) -> bool) -> &Value {
     records
         .iter()
         .find(|r| pred(r))
@@ -151,7 +151,7 @@ fn the_rule_index_changes_nothing() {
     use trailwatch::input::{Item, Limits, read_events};
 
     let dir = tempfile::tempdir().unwrap();
-    generate(3, 2, 2000, &dir.path());
+    generate(3, 2, 2000, dir.path());
     let set =
         trailwatch::rules::RuleSet::load(&root().join("rules"), trailwatch::rules::Strictness::Run)
             .unwrap();

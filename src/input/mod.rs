@@ -113,6 +113,10 @@ impl std::fmt::Display for Position {
 }
 
 /// One item read from a stream.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every item is an event: boxing it would allocate once per record"
+)]
 pub enum Item {
     /// A parsed record (its text, for CloudTrail records, is [`Event::raw_text`]).
     Event { index: u64, event: Event },

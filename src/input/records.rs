@@ -306,49 +306,47 @@ impl<R: Read> RecordSplitter<R> {
 
     /// JSON lines: the record is the rest of the line; blank lines are skipped.
     fn next_line(&mut self, out: &mut Vec<u8>) -> Result<Option<Slot>, SplitError> {
+        let Some(_) = self.skip_ws()? else {
+            self.state = State::Done;
+            return Ok(None);
+        };
+        let start = self.offset;
+        let mut size: u64 = 0;
         loop {
-            let Some(_) = self.skip_ws()? else {
-                self.state = State::Done;
-                return Ok(None);
+            if self.pos == self.end && !self.fill()? {
+                break;
+            }
+            let chunk = &self.buf[self.pos..self.end];
+            let (take, done) = match memchr(b'\n', chunk) {
+                Some(i) => (i, true),
+                None => (chunk.len(), false),
             };
-            let start = self.offset;
-            let mut size: u64 = 0;
-            loop {
-                if self.pos == self.end && !self.fill()? {
-                    break;
-                }
-                let chunk = &self.buf[self.pos..self.end];
-                let (take, done) = match memchr(b'\n', chunk) {
-                    Some(i) => (i, true),
-                    None => (chunk.len(), false),
-                };
-                if size + take as u64 <= self.max_record as u64 {
-                    out.extend_from_slice(&chunk[..take]);
-                }
-                size += take as u64;
-                self.advance(take + usize::from(done));
-                if done {
-                    break;
-                }
+            if size + take as u64 <= self.max_record as u64 {
+                out.extend_from_slice(&chunk[..take]);
             }
-            let split = compact(out);
-            let index = self.records;
-            self.records += 1;
-            let oversized = (size > self.max_record as u64).then_some(size);
-            if oversized.is_some() {
-                out.clear();
+            size += take as u64;
+            self.advance(take + usize::from(done));
+            if done {
+                break;
             }
-            return Ok(Some(Slot {
-                index,
-                offset: start,
-                oversized,
-                depth: nesting_depth(out),
-                syntax: match split {
-                    Some(at) => Syntax::Invalid(at),
-                    None => Syntax::Unchecked,
-                },
-            }));
         }
+        let split = compact(out);
+        let index = self.records;
+        self.records += 1;
+        let oversized = (size > self.max_record as u64).then_some(size);
+        if oversized.is_some() {
+            out.clear();
+        }
+        Ok(Some(Slot {
+            index,
+            offset: start,
+            oversized,
+            depth: nesting_depth(out),
+            syntax: match split {
+                Some(at) => Syntax::Invalid(at),
+                None => Syntax::Unchecked,
+            },
+        }))
     }
 
     /// Captures one value as a record, counting it.
@@ -931,6 +929,41 @@ fn show(b: u8) -> String {
     }
 }
 
+/// Drops the white space between JSON tokens in place (strings and their escapes are
+/// kept byte for byte), as [`RecordSplitter`] does while it captures a record.
+///
+/// Returns the offset of the first byte after white space that split a number or a
+/// literal (`1 2`, `tr ue`): dropping it would make another, valid, token, so the
+/// caller must refuse the record rather than trust the copy.
+pub fn compact(json: &mut Vec<u8>) -> Option<u64> {
+    /// A byte of a number or of `true`/`false`/`null`.
+    fn scalar(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.')
+    }
+    let mut strings = JsonStrings::default();
+    let (mut write, mut split) = (0, None);
+    // The last byte kept, and whether white space was dropped since.
+    let (mut last, mut gap) = (None, false);
+    for read in 0..json.len() {
+        let b = json[read];
+        if !strings.in_string(b) {
+            if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                gap = true;
+                continue;
+            }
+            if gap && last.is_some_and(scalar) && scalar(b) {
+                split.get_or_insert(read as u64);
+            }
+        }
+        gap = false;
+        last = Some(b);
+        json[write] = b;
+        write += 1;
+    }
+    json.truncate(write);
+    split
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -1273,39 +1306,4 @@ mod tests {
         assert_eq!(r[0].len(), big.len() + 8);
         assert_eq!(e, None);
     }
-}
-
-/// Drops the white space between JSON tokens in place (strings and their escapes are
-/// kept byte for byte), as [`RecordSplitter`] does while it captures a record.
-///
-/// Returns the offset of the first byte after white space that split a number or a
-/// literal (`1 2`, `tr ue`): dropping it would make another, valid, token, so the
-/// caller must refuse the record rather than trust the copy.
-pub fn compact(json: &mut Vec<u8>) -> Option<u64> {
-    /// A byte of a number or of `true`/`false`/`null`.
-    fn scalar(b: u8) -> bool {
-        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.')
-    }
-    let mut strings = JsonStrings::default();
-    let (mut write, mut split) = (0, None);
-    // The last byte kept, and whether white space was dropped since.
-    let (mut last, mut gap) = (None, false);
-    for read in 0..json.len() {
-        let b = json[read];
-        if !strings.in_string(b) {
-            if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-                gap = true;
-                continue;
-            }
-            if gap && last.is_some_and(scalar) && scalar(b) {
-                split.get_or_insert(read as u64);
-            }
-        }
-        gap = false;
-        last = Some(b);
-        json[write] = b;
-        write += 1;
-    }
-    json.truncate(write);
-    split
 }

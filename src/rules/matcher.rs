@@ -99,6 +99,10 @@ pub enum ExpandKind {
     Contains,
 }
 
+/// A field's values, as a test reads them: called with a test for one value, it
+/// calls the test on each value until one passes, and says whether one did.
+type Values<'a> = dyn FnMut(&mut dyn FnMut(Val<'_>) -> bool) -> bool + 'a;
+
 /// What a field must satisfy.
 #[derive(Debug, Clone)]
 pub enum FieldTest {
@@ -150,11 +154,7 @@ impl FieldTest {
 
     /// Evaluates against the values `each` yields (it calls its argument on each
     /// value until that returns true, and says whether it did).
-    fn holds_in(
-        &self,
-        e: &Event,
-        each: &mut dyn FnMut(&mut dyn FnMut(Val<'_>) -> bool) -> bool,
-    ) -> bool {
+    fn holds_in(&self, e: &Event, each: &mut Values<'_>) -> bool {
         match self {
             FieldTest::AnyOf(alts) => alts.iter().any(|t| t.holds_in(e, each)),
             FieldTest::Table {
@@ -186,20 +186,20 @@ impl FieldTest {
 
 fn table(
     e: &Event,
-    each: &mut dyn FnMut(&mut dyn FnMut(Val<'_>) -> bool) -> bool,
+    each: &mut Values<'_>,
     ops: &[Op],
     exists: Option<bool>,
     not: Option<&FieldTest>,
 ) -> bool {
-    if let Some(want) = exists {
-        if each(&mut |_| true) != want {
-            return false;
-        }
+    if let Some(want) = exists
+        && each(&mut |_| true) != want
+    {
+        return false;
     }
-    if let Some(inner) = not {
-        if inner.holds_in(e, each) {
-            return false;
-        }
+    if let Some(inner) = not
+        && inner.holds_in(e, each)
+    {
+        return false;
     }
     ops.is_empty() || each(&mut |v| ops.iter().all(|op| op.holds(v, e)))
 }

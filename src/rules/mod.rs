@@ -261,13 +261,12 @@ impl Rule {
             .excludes
             .iter()
             .find(|x| x.expires.is_none_or(|d| d >= today) && x.selection.matches(e))
+            && self.condition.eval(&mut |i| self.selections[i].matches(e))
         {
-            if self.condition.eval(&mut |i| self.selections[i].matches(e)) {
-                return format!(
-                    "matched, but the exception `{}` applies",
-                    x.reason.as_deref().unwrap_or("(no reason given)")
-                );
-            }
+            return format!(
+                "matched, but the exception `{}` applies",
+                x.reason.as_deref().unwrap_or("(no reason given)")
+            );
         }
         let mut parts = Vec::new();
         for s in &self.selections {

@@ -183,9 +183,7 @@ fn key_of<'t>(
     t: &'t DeTable<'_>,
     key: &str,
 ) -> Option<(&'t Spanned<std::borrow::Cow<'t, str>>, &'t SValue<'t>)> {
-    t.iter()
-        .find(|(k, _)| k.get_ref() == key)
-        .map(|(k, v)| (k, v))
+    t.iter().find(|(k, _)| k.get_ref() == key)
 }
 
 fn kind(v: &DeValue<'_>) -> &'static str {
@@ -549,15 +547,14 @@ impl<'a> FileCx<'a> {
             None => self.inherited_expand,
         };
         let expandable = ["eq", "in", "prefix", "suffix", "contains", "not"];
-        if let Some((k, _)) = key_of(t, "expand") {
-            if expand
-                && !t
-                    .iter()
-                    .any(|(k, _)| expandable.contains(&k.get_ref().as_ref()))
-            {
-                self.err(k.span(), "`expand = true` needs an `eq`, `in`, `prefix`, `suffix`, `contains` or `not` in the same table");
-                return None;
-            }
+        if let Some((k, _)) = key_of(t, "expand")
+            && expand
+            && !t
+                .iter()
+                .any(|(k, _)| expandable.contains(&k.get_ref().as_ref()))
+        {
+            self.err(k.span(), "`expand = true` needs an `eq`, `in`, `prefix`, `suffix`, `contains` or `not` in the same table");
+            return None;
         }
         let extract = match key_of(t, "extract") {
             None => None,

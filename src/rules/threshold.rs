@@ -181,7 +181,7 @@ impl ThresholdState {
         let wm = self.watermark.map_or(t, |w| w.max(t));
         self.watermark = Some(wm);
         self.seq += 1;
-        if self.seq % SWEEP_EVERY == 0 {
+        if self.seq.is_multiple_of(SWEEP_EVERY) {
             let horizon = wm - th.window_ms - LATENESS_MS;
             self.groups.retain(|_, g| {
                 if g.evict(horizon) {
@@ -254,11 +254,11 @@ impl ThresholdState {
         }
 
         // A late event: it may complete any window of length `w` that contains it.
-        if let Some(tail) = g.tail.as_mut() {
-            if t >= tail.newest.0 - w {
-                tail.add(&g.entries[&key]);
-                tail.start = tail.start.min(key);
-            }
+        if let Some(tail) = g.tail.as_mut()
+            && t >= tail.newest.0 - w
+        {
+            tail.add(&g.entries[&key]);
+            tail.start = tail.start.min(key);
         }
         // No window can hold more events (or distinct values) than the group
         // remembers: most late events are rejected here without a look around.
@@ -315,12 +315,12 @@ impl ThresholdState {
                 }
             }
             // Slide: drop the window's first event.
-            if let Some(v) = near[i].1 {
-                if let Some(c) = seen.get_mut(&**v) {
-                    *c -= 1;
-                    if *c == 0 {
-                        seen.remove(&**v);
-                    }
+            if let Some(v) = near[i].1
+                && let Some(c) = seen.get_mut(&**v)
+            {
+                *c -= 1;
+                if *c == 0 {
+                    seen.remove(&**v);
                 }
             }
         }
@@ -413,7 +413,7 @@ impl SuppressState {
         self.watermark = self.watermark.max(t);
         self.seen += 1;
         let horizon = self.watermark - s.window_ms - LATENESS_MS;
-        if self.seen % SWEEP_EVERY == 0 {
+        if self.seen.is_multiple_of(SWEEP_EVERY) {
             self.sent.retain(|_, times| {
                 times.retain(|x| *x >= horizon);
                 !times.is_empty()

@@ -407,11 +407,11 @@ async fn intake(
             }
             if tasks.is_empty() {
                 let since = *idle_since.get_or_insert_with(Instant::now);
-                if let Some(limit) = opts.until_idle {
-                    if since.elapsed() >= limit {
-                        tracing::info!(idle = ?limit, "queue idle; exiting (--until-idle)");
-                        break;
-                    }
+                if let Some(limit) = opts.until_idle
+                    && since.elapsed() >= limit
+                {
+                    tracing::info!(idle = ?limit, "queue idle; exiting (--until-idle)");
+                    break;
                 }
             }
             continue;

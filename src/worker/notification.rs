@@ -70,19 +70,19 @@ pub fn parse(body: &str) -> Result<Notification, UnknownNotification> {
 
 fn parse_value(v: &Value, depth: u8) -> Result<Notification, UnknownNotification> {
     // SNS envelope (no raw message delivery): the real body is the Message string.
-    if v.get("Type").and_then(Value::as_str) == Some("Notification") {
-        if let Some(msg) = v.get("Message").and_then(Value::as_str) {
-            if depth > 2 {
-                return Err(UnknownNotification("SNS envelopes nested too deep".into()));
-            }
-            let msg = msg.trim();
-            if msg.starts_with("CloudTrail validation message") {
-                return Ok(Notification::Validation);
-            }
-            let inner: Value = serde_json::from_str(msg)
-                .map_err(|e| UnknownNotification(format!("SNS Message is not JSON: {e}")))?;
-            return parse_value(&inner, depth + 1);
+    if v.get("Type").and_then(Value::as_str) == Some("Notification")
+        && let Some(msg) = v.get("Message").and_then(Value::as_str)
+    {
+        if depth > 2 {
+            return Err(UnknownNotification("SNS envelopes nested too deep".into()));
         }
+        let msg = msg.trim();
+        if msg.starts_with("CloudTrail validation message") {
+            return Ok(Notification::Validation);
+        }
+        let inner: Value = serde_json::from_str(msg)
+            .map_err(|e| UnknownNotification(format!("SNS Message is not JSON: {e}")))?;
+        return parse_value(&inner, depth + 1);
     }
     if v.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
         return Ok(Notification::TestEvent);

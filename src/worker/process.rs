@@ -152,12 +152,12 @@ fn done_before(state: &State, b: &str, k: &str, etag: &str) -> bool {
 /// Reads one object through the engine and delivers its alerts.
 async fn object(state: &State, obj: &ObjectRef) -> Result<(), ObjectError> {
     let (bucket, mut key) = (obj.bucket.clone(), obj.key.clone());
-    if let Some(etag) = &obj.etag {
-        if done_before(state, &bucket, &key, etag.trim_matches('"')) {
-            tracing::info!(bucket = %bucket, key = %key, "already processed (redelivery); skipping");
-            state.metrics.add(Counter::ObjectsSkipped, 1);
-            return Ok(());
-        }
+    if let Some(etag) = &obj.etag
+        && done_before(state, &bucket, &key, etag.trim_matches('"'))
+    {
+        tracing::info!(bucket = %bucket, key = %key, "already processed (redelivery); skipping");
+        state.metrics.add(Counter::ObjectsSkipped, 1);
+        return Ok(());
     }
     let (body, etag) = match input::s3::open(&state.s3, &bucket, &key).await {
         Ok(x) => x,
@@ -401,10 +401,7 @@ struct Cancellable<R> {
 impl<R: Read> Read for Cancellable<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.cancel.load(Ordering::SeqCst) {
-            return Err(io::Error::new(
-                io::ErrorKind::Other,
-                "cancelled: alert delivery failed",
-            ));
+            return Err(io::Error::other("cancelled: alert delivery failed"));
         }
         self.inner.read(buf)
     }
