@@ -166,10 +166,7 @@ impl Sink {
                 res.map_err(|e| all(format!("appending to {}: {e}", path.display())))
             }
             Kind::Sns(s) => s.publish(alerts).await,
-            Kind::Webhook(w) => w
-                .post(alerts)
-                .await
-                .map_err(|(i, e)| Unsent::from(i, alerts.len(), e)),
+            Kind::Webhook(w) => w.post(alerts).await,
         }
     }
 }

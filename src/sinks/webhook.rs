@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Unsent;
 use crate::alert::Alert;
 
 pub struct Webhook {
@@ -33,7 +34,9 @@ impl Webhook {
         Ok(Webhook { client, url, slack })
     }
 
-    pub async fn post(&self, alerts: &[Arc<Alert>]) -> Result<(), (usize, String)> {
+    /// POSTs the alerts one at a time; on failure, the alerts from the one that
+    /// failed on are left.
+    pub async fn post(&self, alerts: &[Arc<Alert>]) -> Result<(), Unsent> {
         for (i, a) in alerts.iter().enumerate() {
             let body = if self.slack {
                 serde_json::json!({ "text": slack_text(a) }).to_string()
@@ -48,8 +51,9 @@ impl Webhook {
                 .send()
                 .await
                 .map_err(|e| {
-                    (
+                    Unsent::from(
                         i,
+                        alerts.len(),
                         format!(
                             "POST {}: {}",
                             crate::config::mask_url(&self.url),
@@ -58,8 +62,9 @@ impl Webhook {
                     )
                 })?;
             if !resp.status().is_success() {
-                return Err((
+                return Err(Unsent::from(
                     i,
+                    alerts.len(),
                     format!(
                         "POST {}: HTTP {}",
                         crate::config::mask_url(&self.url),
