@@ -1363,10 +1363,10 @@ mod tests {
         // Real records from public sources (see the corpus README), laid out with
         // white space that the splitter drops.
         let f = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/corpus/cloudtrail/panther-test-events/records.json");
+            .join("tests/data/field/cloudtrail/panther-test-events/records.json");
         let mut checked = 0;
         {
-            let file = std::fs::File::open(&f).expect("the shared corpus is present");
+            let file = std::fs::File::open(&f).expect("the vendored field data is present");
             let r = crate::input::decode::open(file, 1 << 30).unwrap();
             let mut split = RecordSplitter::new(r, 1 << 24);
             let mut buf = Vec::new();

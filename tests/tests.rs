@@ -6,7 +6,7 @@ mod support;
 mod scan;
 // `trailwatch rules check` / `rules test`: diagnostics and the test runner.
 mod rules_cli;
-// Real CloudTrail records and generated corpora from the shared field data.
+// Real CloudTrail records (vendored field data) and generated corpora.
 mod corpus;
 // `trailwatch scan s3://...` against the moto emulator.
 mod s3_scan;

@@ -1232,14 +1232,14 @@ mod tests {
         }
     }
 
-    /// Real records from the shared corpus, each changed by a few random edits with
+    /// Real records from the vendored field data, each changed by a few random edits with
     /// bytes that matter to JSON's grammar: wherever the result is still one
     /// record, the splitter calls it valid exactly when serde_json accepts it.
     #[test]
     fn mutated_corpus_records_are_judged_as_serde_json_judges_them() {
         let f = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/corpus/cloudtrail/panther-test-events/records.json");
-        let text = std::fs::read(&f).expect("the shared corpus is present");
+            .join("tests/data/field/cloudtrail/panther-test-events/records.json");
+        let text = std::fs::read(&f).expect("the vendored field data is present");
         let mut s = RecordSplitter::new(&text[..], usize::MAX);
         let mut records = Vec::new();
         let mut out = Vec::new();

@@ -16,9 +16,9 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The shared field-data corpus beside the project.
+/// The vendored field data (real records, peer tests, Sigma rules): see its PROVENANCE.md.
 pub fn corpus() -> PathBuf {
-    root().join("../shared/corpus")
+    root().join("tests/data/field")
 }
 
 /// The seed scenario's CloudTrail files.
