@@ -20,3 +20,5 @@ mod access_logs;
 mod worker;
 // How soon the worker alerts on a new file (a measurement, run by scripts/bench).
 mod latency;
+// Hostile records, files and senders: every limit holds while reading.
+mod hostile;
