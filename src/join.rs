@@ -33,6 +33,14 @@ pub struct DeletedKey {
     pub bucket: Option<String>,
     #[serde(skip)]
     pub time: Option<String>,
+    /// Who sent the request, from where and with what, as the access log has them:
+    /// the who and where of a row whose request no alerted `DeleteObjects` matched.
+    #[serde(skip)]
+    pub requester: Option<String>,
+    #[serde(skip)]
+    pub remote_ip: Option<String>,
+    #[serde(skip)]
+    pub user_agent: Option<String>,
 }
 
 impl DeletedKey {
@@ -51,6 +59,9 @@ impl DeletedKey {
             request_id: s("request_id")?,
             bucket: s("bucket"),
             time: s("eventTime"),
+            requester: s("requester"),
+            remote_ip: s("remote_ip"),
+            user_agent: s("user_agent"),
         })
     }
 }
@@ -188,7 +199,10 @@ pub const JOIN_COLUMNS: [&str; 12] = [
 
 impl JoinRow {
     /// The row's cells in [`JOIN_COLUMNS`] order: CloudTrail columns from the alert,
-    /// per-key columns from the access log line; absent values are empty.
+    /// per-key columns from the access log line; absent values are empty. A line
+    /// that no alerted `DeleteObjects` matched (the FULL OUTER JOIN's other side)
+    /// takes its time, operation (`BATCH.DELETE.OBJECT`), requester, address and
+    /// user agent from the access log, so the row still says who deleted the key.
     pub fn cells(&self) -> [String; 12] {
         let o = |v: &Option<String>| v.clone().unwrap_or_default();
         let a = self.alert.as_ref();
@@ -198,16 +212,27 @@ impl JoinRow {
             (None, Some(a)) => o(&a.event.error_code),
             _ => String::new(),
         };
+        // The alert's column when there is an alert, else the access log's.
+        let pick = |from_alert: fn(&Alert) -> &Option<String>,
+                    from_key: fn(&DeletedKey) -> &Option<String>| match (a, k) {
+            (Some(a), _) => o(from_alert(a)),
+            (None, Some(k)) => o(from_key(k)),
+            (None, None) => String::new(),
+        };
         [
-            a.map(|a| o(&a.event.event_time)).unwrap_or_default(),
+            pick(|a| &a.event.event_time, |k| &k.time),
             a.map(|a| o(&a.s3.bucket))
                 .or_else(|| k.map(|k| o(&k.bucket)))
                 .unwrap_or_default(),
-            a.map(|a| o(&a.event.event_name)).unwrap_or_default(),
+            match (a, k) {
+                (Some(a), _) => o(&a.event.event_name),
+                (None, Some(_)) => BATCH_DELETE.to_owned(),
+                (None, None) => String::new(),
+            },
             k.map(|k| k.key.clone()).unwrap_or_default(),
-            a.map(|a| o(&a.actor.arn)).unwrap_or_default(),
-            a.map(|a| o(&a.event.source_ip_address)).unwrap_or_default(),
-            a.map(|a| o(&a.event.user_agent)).unwrap_or_default(),
+            pick(|a| &a.actor.arn, |k| &k.requester),
+            pick(|a| &a.event.source_ip_address, |k| &k.remote_ip),
+            pick(|a| &a.event.user_agent, |k| &k.user_agent),
             k.and_then(|k| k.http_status)
                 .map(|s| s.to_string())
                 .unwrap_or_default(),
@@ -447,6 +472,9 @@ mod tests {
             request_id: request.into(),
             bucket: None,
             time: None,
+            requester: None,
+            remote_ip: None,
+            user_agent: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! The `trailwatch` binary: parse arguments, set up logging, run, map errors to exit codes.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -21,8 +22,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRAILWATCH_LOG")
         .unwrap_or_else(|_| "info".into());
+    // Colours only for a person at a terminal: in a file, a pipe or a log group
+    // the escape codes are noise (and text logs are read back by tools).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.init(),

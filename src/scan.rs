@@ -53,6 +53,8 @@ pub struct Summary {
     pub filtered: u64,
     pub alerts: u64,
     pub alerts_by_rule: BTreeMap<String, u64>,
+    /// Alerts per severity, indexed by `Severity as usize` (info first).
+    pub alerts_by_severity: [u64; 5],
     pub max_severity: Option<Severity>,
     pub bytes: u64,
     pub elapsed: Duration,
@@ -86,6 +88,13 @@ impl Summary {
         for (rule, n) in &self.alerts_by_rule {
             writeln!(w, "  {n:>8}  {rule}")?;
         }
+        // Last, so that it is what a reader sees first: how much of it matters.
+        let by_severity: Vec<String> = Severity::ALL
+            .iter()
+            .rev()
+            .map(|&s| format!("{} {}", self.alerts_by_severity[s as usize], s.as_str()))
+            .collect();
+        writeln!(w, "alerts by severity: {}", by_severity.join(", "))?;
         Ok(())
     }
 }
@@ -459,6 +468,7 @@ impl Consumer<'_> {
                 s.alerts_by_rule.insert(rule.id.clone(), 1);
             }
         }
+        s.alerts_by_severity[rule.severity as usize] += 1;
         s.max_severity = s.max_severity.max(Some(rule.severity));
     }
 

@@ -227,6 +227,9 @@ fn same_json(alert: &Alert) {
         request_id: String::new(),
         bucket: None,
         time: None,
+        requester: None,
+        remote_ip: None,
+        user_agent: None,
     }]);
     more.note = Some("a\nnote".to_owned());
     assert_eq!(more.to_json(), serde_json::to_string(&more).unwrap());

@@ -440,3 +440,57 @@ fn transparent_huge_pages_are_off() {
     assert!(child.wait().unwrap().success());
     assert_ne!(disabled, Some(false), "{status}: THP_enabled is still 1");
 }
+
+/// The summary on stderr ends with the alerts by severity, most severe first, and
+/// they add up to the alerts written.
+#[test]
+fn summary_ends_with_alerts_by_severity() {
+    let (code, out, err) = run(trailwatch().args(["scan", "tests/data/seed"]));
+    assert_eq!(code, 0, "{err}");
+    let alerts = jsonl(&out);
+    let last = err.lines().last().unwrap();
+    let count = |sev: &str| alerts.iter().filter(|a| a["severity"] == sev).count();
+    assert_eq!(
+        last,
+        format!(
+            "alerts by severity: {} critical, {} high, {} medium, {} low, {} info",
+            count("critical"),
+            count("high"),
+            count("medium"),
+            count("low"),
+            count("info")
+        )
+    );
+    assert!(count("high") > 0 && count("info") > 0, "{last}");
+}
+
+/// `--help` is plain text: no rustdoc links or markup leak from doc comments.
+#[test]
+fn help_is_plain_text() {
+    for args in [
+        &[][..],
+        &["run"],
+        &["scan"],
+        &["rules"],
+        &["rules", "check"],
+        &["rules", "test"],
+    ] {
+        let (code, out, _) = run(trailwatch().args(args).arg("--help"));
+        assert_eq!(code, 0);
+        assert!(out.contains("Usage: trailwatch"), "{out}");
+        for markup in ["[`", "`]", "](", "crate::", "::"] {
+            assert!(!out.contains(markup), "`{args:?} --help` shows {markup:?}:\n{out}");
+        }
+    }
+}
+
+/// Logs written anywhere but a terminal carry no colour codes.
+#[test]
+fn logs_have_no_colours_outside_a_terminal() {
+    let (code, _, err) = run(trailwatch()
+        .env("TRAILWATCH_LOG", "debug")
+        .args(["scan", "tests/data/seed"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("skipping CloudTrail digest file"), "{err}");
+    assert!(!err.contains('\u{1b}'), "an escape code in stderr: {err:?}");
+}

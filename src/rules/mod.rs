@@ -92,8 +92,9 @@ pub struct Template {
 #[derive(Debug, Clone)]
 enum TemplatePart {
     Lit(String),
-    /// Alternatives: the first present one is used.
-    Field(Vec<FieldRef>),
+    /// Alternatives: the first present one is used; when none is, the fallback
+    /// (`{a|b|'text'}`), else `-`.
+    Field(Vec<FieldRef>, Option<String>),
 }
 
 impl Template {
@@ -123,15 +124,44 @@ impl Template {
                     "unclosed `{`; write `{{` for a literal brace".into(),
                 ));
             };
-            // `{a|b}`: the first of the fields that is present.
-            let field = rest[open + 1..open + close]
+            // `{a|b}`: the first of the fields that is present; a last alternative
+            // in single quotes is the text written when none is.
+            let inner = &rest[open + 1..open + close];
+            let (fields, fallback) = match inner.split_once('\'') {
+                Some((fields, quoted)) => {
+                    let Some(end) = quoted.rfind('\'') else {
+                        return Err((
+                            base + open,
+                            "unclosed `'` in a placeholder's fallback text".into(),
+                        ));
+                    };
+                    let text = &quoted[..end];
+                    let fields = fields.trim_end().strip_suffix('|');
+                    let Some(fields) = fields.filter(|_| quoted[end + 1..].trim().is_empty())
+                    else {
+                        return Err((
+                            base + open,
+                            "a placeholder's fallback text comes last, after `|`: `{s3.key|'a batch of objects'}`".into(),
+                        ));
+                    };
+                    if text.contains('\'') {
+                        return Err((
+                            base + open,
+                            "a placeholder's fallback text cannot hold `'`".into(),
+                        ));
+                    }
+                    (fields, Some(text.to_owned()))
+                }
+                None => (inner, None),
+            };
+            let field = fields
                 .split('|')
                 .map(|p| FieldRef::parse(p.trim()).map_err(|m| (base + open, m)))
                 .collect::<Result<Vec<_>, _>>()?;
             if !lit.is_empty() {
                 parts.push(TemplatePart::Lit(std::mem::take(&mut lit)));
             }
-            parts.push(TemplatePart::Field(field));
+            parts.push(TemplatePart::Field(field, fallback));
             rest = &rest[open + close + 1..];
             base += open + close + 1;
         }
@@ -148,7 +178,10 @@ impl Template {
         for p in &self.parts {
             match p {
                 TemplatePart::Lit(s) => out.push_str(s),
-                TemplatePart::Field(f) => first_of(e, f)?.display_to(&mut out),
+                TemplatePart::Field(f, fallback) => match first_of(e, f) {
+                    Some(v) => v.display_to(&mut out),
+                    None => out.push_str(fallback.as_deref()?),
+                },
             }
         }
         Some(out)
@@ -160,9 +193,9 @@ impl Template {
         for p in &self.parts {
             match p {
                 TemplatePart::Lit(s) => out.push_str(s),
-                TemplatePart::Field(f) => match first_of(e, f) {
+                TemplatePart::Field(f, fallback) => match first_of(e, f) {
                     Some(v) => v.display_to(&mut out),
-                    None => out.push('-'),
+                    None => out.push_str(fallback.as_deref().unwrap_or("-")),
                 },
             }
         }
@@ -419,6 +452,32 @@ mod tests {
         let t = Template::parse("{actor.name} did {eventName} on {s3.key} {{x}} {requestParameters.userName | actor.name}").unwrap();
         let e = Event::from_value(json!({"eventName": "GetObject", "userIdentity": {"type": "IAMUser", "userName": "al"}})).unwrap();
         assert_eq!(t.render(&e), "al did GetObject on - {x} al");
+    }
+
+    #[test]
+    fn a_fallback_text_stands_in_for_absent_fields() {
+        let t = Template::parse("deleted {s3.key | 'a batch of objects'} in {s3.bucket|''}")
+            .unwrap();
+        let batch = Event::from_value(json!({"eventName": "DeleteObjects"})).unwrap();
+        assert_eq!(t.render(&batch), "deleted a batch of objects in ");
+        assert_eq!(
+            t.render_all(&batch).as_deref(),
+            Some("deleted a batch of objects in ")
+        );
+        let one = Event::from_value(
+            json!({"requestParameters": {"bucketName": "b", "key": "k.csv"}}),
+        )
+        .unwrap();
+        assert_eq!(t.render(&one), "deleted k.csv in b");
+        for (bad, says) in [
+            ("{s3.key|'open}", "unclosed `'`"),
+            ("{'text'}", "comes last"),
+            ("{'text'|s3.key}", "comes last"),
+            ("{s3.key|'it's'}", "cannot hold"),
+        ] {
+            let e = Template::parse(bad).unwrap_err();
+            assert!(e.1.contains(says), "{bad}: {}", e.1);
+        }
     }
 
     #[test]
