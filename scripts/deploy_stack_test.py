@@ -62,6 +62,8 @@ TEMPLATE = ROOT / "deploy" / "cloudformation" / "trailwatch.yaml"
 SAMPLES = ROOT / "tests" / "data" / "seed"
 REGION = "us-east-1"
 BUCKET = "example-trail-logs"
+# moto's account: the stack's own, which owns the trail bucket here.
+ACCOUNT = "123456789012"
 
 
 def fail(msg):
@@ -189,6 +191,9 @@ def check_stack(moto, outputs, resources, kms_key_arn, topic_min_severity):
         env["TRAILWATCH_SINKS"] == f"stdout,sns:{outputs['AlertTopicArn']};min_severity={topic_min_severity}",
         f"task environment {env}",
     )
+    check(env["TRAILWATCH_BUCKETS"] == BUCKET, f"task environment {env}")
+    check(env["TRAILWATCH_EXPECTED_BUCKET_OWNER"] == ACCOUNT, f"task environment {env}")
+    check(env["TRAILWATCH_HEALTH_LISTEN"].startswith("127.0.0.1:"), f"task environment {env}")
     check(c.get("readonlyRootFilesystem") is True, "container root file system is writable")
     check(c.get("user") == "10001:10001", f"container user {c.get('user')}")
     check("/healthz" in " ".join(c["healthCheck"]["command"]), "container health check")
@@ -203,6 +208,10 @@ def check_stack(moto, outputs, resources, kms_key_arn, topic_min_severity):
     check(by_sid["ConsumeQueue"]["Resource"] == attrs["QueueArn"], f"{by_sid['ConsumeQueue']}")
     check(
         by_sid["ReadTrailLogs"]["Resource"] == f"arn:aws:s3:::{BUCKET}/AWSLogs/*",
+        f"{by_sid['ReadTrailLogs']}",
+    )
+    check(
+        by_sid["ReadTrailLogs"].get("Condition") == {"StringEquals": {"s3:ResourceAccount": ACCOUNT}},
         f"{by_sid['ReadTrailLogs']}",
     )
     check(by_sid["DecryptTrailLogs"]["Resource"] == kms_key_arn, f"{by_sid['DecryptTrailLogs']}")
@@ -287,6 +296,23 @@ def check_host_policy(statements, kms_key_arn):
     check(host == task, f"deploy/iam-policy.json differs from the task role:\n{host}\n{task}")
 
 
+def check_queue_policy(template):
+    """moto skips AWS::SQS::QueuePolicy: from the template, only the stack's rule or
+    topic may send to the queue, and everyone else is denied."""
+    statements = template["Resources"]["QueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    deny = next((s for s in statements if isinstance(s, dict) and s.get("Sid") == "DenyOtherSenders"), None)
+    check(deny is not None, f"no DenyOtherSenders statement in the queue policy: {statements}")
+    check(
+        deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "sqs:SendMessage",
+        f"DenyOtherSenders: {deny}",
+    )
+    senders = deny["Condition"]["ArnNotEquals"]["aws:SourceArn"]["Fn::If"]
+    check(
+        senders == ["UseEventBridge", {"Fn::GetAtt": "TrailObjectCreatedRule.Arn"}, {"Ref": "TrailTopicArn"}],
+        f"DenyOtherSenders exempts {senders}",
+    )
+
+
 def check_email_filter(moto, template, topic_arn):
     """The e-mail subscription's filter (for the default severity), tried in moto.
 
@@ -349,6 +375,8 @@ def run_worker(binary, moto, outputs, creds):
         AWS_SESSION_TOKEN=creds["aws_session_token"],
         AWS_EC2_METADATA_DISABLED="true",
         TRAILWATCH_QUEUE_URL=outputs["QueueUrl"],
+        TRAILWATCH_BUCKETS=BUCKET,
+        TRAILWATCH_EXPECTED_BUCKET_OWNER=ACCOUNT,
         TRAILWATCH_SINKS="stdout",
         TRAILWATCH_RULES=str(ROOT / "rules"),
         TRAILWATCH_HEALTH_LISTEN=f"127.0.0.1:{free_port()}",
@@ -447,6 +475,7 @@ def main():
         task_policies = check_stack(moto, outputs, resources, key_arn, "high")
         check_host_policy([s for doc in task_policies.values() for s in doc["Statement"]], key_arn)
         check_email_filter(moto, template, outputs["AlertTopicArn"])
+        check_queue_policy(template)
         print(f"deploy stack test: stack created in moto, {len(resources)} resources")
 
         # --- trail files arrive ---------------------------------------------------------

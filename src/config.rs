@@ -104,6 +104,22 @@ pub struct SourceConfig {
     pub shutdown_grace: Duration,
     /// Completed objects remembered to skip redeliveries. Default 10000.
     pub completed_cache: usize,
+    /// The buckets this source reads (an allow-list: the trail's bucket, the
+    /// access-log bucket). A message naming another bucket is not read: it is
+    /// deleted, logged with its sender, counted (`NotificationsRejected`) and raised
+    /// as the alert `trailwatch-forged-notification`. Empty: any bucket the role can
+    /// read, with a warning at start-up. Env: `TRAILWATCH_BUCKETS` (comma-separated).
+    pub buckets: Vec<String>,
+    /// Only keys under this prefix are read; others are rejected like a bucket
+    /// outside `buckets` (unlike `include`/`exclude`, which skip quietly). Env:
+    /// `TRAILWATCH_KEY_PREFIX`.
+    pub key_prefix: Option<String>,
+    /// The 12-digit account that must own the buckets: sent as S3's
+    /// `ExpectedBucketOwner` with every GetObject (so a bucket that changed hands
+    /// is refused by S3), and a notification that says another account owns the
+    /// bucket (EventBridge's `account`) is rejected. Env:
+    /// `TRAILWATCH_EXPECTED_BUCKET_OWNER`.
+    pub expected_bucket_owner: Option<String>,
 }
 
 impl Default for SourceConfig {
@@ -118,6 +134,9 @@ impl Default for SourceConfig {
             retry_delay: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(25),
             completed_cache: 10_000,
+            buckets: Vec::new(),
+            key_prefix: None,
+            expected_bucket_owner: None,
         }
     }
 }
@@ -160,12 +179,19 @@ pub struct SinkConfig {
     /// `sns`: topic ARN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic_arn: Option<String>,
-    /// `webhook`: URL to POST to.
+    /// `webhook`: URL to POST to: `https://` (`http://` only with
+    /// `allow_insecure_http`). A secret: shown masked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// `webhook`: send `{"text": "..."}` (Slack-style) instead of the alert JSON.
     #[serde(default)]
     pub slack: bool,
+    /// `webhook`: also accept an `http://` URL. Default false: webhooks take
+    /// `https://` only (the URL carries a token, the body the alert). Meant for
+    /// loopback tests. Env: `;allow_insecure_http=true` after a `TRAILWATCH_SINKS`
+    /// entry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure_http: bool,
     /// Only alerts at or above this severity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_severity: Option<Severity>,
@@ -299,11 +325,17 @@ impl Default for Config {
 pub struct ConfigError(pub String);
 
 /// The environment variables that override the file, with what they set.
-pub const ENV_VARS: [(&str, &str); 9] = [
+pub const ENV_VARS: [(&str, &str); 12] = [
     ("TRAILWATCH_QUEUE_URL", "source.queue_url"),
     ("TRAILWATCH_MAX_IN_FLIGHT", "source.max_in_flight"),
     ("TRAILWATCH_INCLUDE", "source.include (comma-separated)"),
     ("TRAILWATCH_EXCLUDE", "source.exclude (comma-separated)"),
+    ("TRAILWATCH_BUCKETS", "source.buckets (comma-separated)"),
+    ("TRAILWATCH_KEY_PREFIX", "source.key_prefix"),
+    (
+        "TRAILWATCH_EXPECTED_BUCKET_OWNER",
+        "source.expected_bucket_owner",
+    ),
     ("TRAILWATCH_RULES", "rules.dir"),
     ("TRAILWATCH_METRICS_NAMESPACE", "metrics.namespace"),
     ("TRAILWATCH_METRICS_ENABLED", "metrics.enabled"),
@@ -366,6 +398,15 @@ impl Config {
         }
         if let Some(v) = env("TRAILWATCH_EXCLUDE") {
             self.first_source().exclude = list(v);
+        }
+        if let Some(v) = env("TRAILWATCH_BUCKETS") {
+            self.first_source().buckets = list(v);
+        }
+        if let Some(v) = env("TRAILWATCH_KEY_PREFIX") {
+            self.first_source().key_prefix = Some(v).filter(|p| !p.is_empty());
+        }
+        if let Some(v) = env("TRAILWATCH_EXPECTED_BUCKET_OWNER") {
+            self.first_source().expected_bucket_owner = Some(v).filter(|o| !o.is_empty());
         }
         if let Some(v) = env("TRAILWATCH_RULES") {
             self.rules.dir = PathBuf::from(v);
@@ -430,6 +471,22 @@ impl Config {
             if src.retry_delay > Duration::from_secs(43_200) {
                 problems.push(format!("{at}.retry_delay must be at most 12h"));
             }
+            for b in &src.buckets {
+                if !valid_bucket_name(b) {
+                    problems.push(format!(
+                        "{at}.buckets: `{}` is not an S3 bucket name (3-63 characters: a-z, 0-9, `.` and `-`)",
+                        b.escape_debug()
+                    ));
+                }
+            }
+            if let Some(o) = &src.expected_bucket_owner
+                && !(o.len() == 12 && o.bytes().all(|b| b.is_ascii_digit()))
+            {
+                problems.push(format!(
+                    "{at}.expected_bucket_owner: `{}` is not a 12-digit AWS account id",
+                    o.escape_debug()
+                ));
+            }
             for (what, list) in [("include", &src.include), ("exclude", &src.exclude)] {
                 for re in list {
                     if let Err(e) = Regex::new(re) {
@@ -465,14 +522,18 @@ impl Config {
                         "sink #{n} (sns) needs `topic_arn` = \"arn:aws:sns:...\""
                     ))
                 }
-                SinkType::Webhook
-                    if s.url.as_deref().is_none_or(|u| {
-                        !(u.starts_with("http://") || u.starts_with("https://"))
-                    }) =>
-                {
-                    problems.push(format!("sink #{n} (webhook) needs `url` = \"https://...\""))
+                SinkType::Webhook => {
+                    if let Some(p) = webhook_url_problem(s) {
+                        problems.push(format!("sink #{n} (webhook){p}"));
+                    }
                 }
                 _ => {}
+            }
+            if s.allow_insecure_http && s.kind != SinkType::Webhook {
+                problems.push(format!(
+                    "sink #{n} ({}): allow_insecure_http is for webhook sinks only",
+                    sink_type_name(s.kind)
+                ));
             }
             if s.max_attempts == 0 {
                 problems.push(format!("sink #{n}: max_attempts must be at least 1"));
@@ -517,6 +578,42 @@ impl Config {
     }
 }
 
+/// What is wrong with a webhook sink's `url`, as the end of a problem line
+/// (after "sink #N (webhook)"); `None` when nothing is. The URL itself is never
+/// shown: it may carry a token.
+fn webhook_url_problem(s: &SinkConfig) -> Option<String> {
+    let needs = || " needs `url` = \"https://...\"".to_owned();
+    let Some(u) = s.url.as_deref() else {
+        return Some(needs());
+    };
+    let Ok(url) = reqwest::Url::parse(u) else {
+        return Some(needs());
+    };
+    if url.host_str().is_none_or(str::is_empty) {
+        return Some(needs());
+    }
+    match url.scheme() {
+        "https" => None,
+        "http" if s.allow_insecure_http => None,
+        "http" => Some(
+            ": `url` must be https:// (plain http would send the token in its URL and the alerts in clear); \
+             to allow http, e.g. for a loopback test, set allow_insecure_http = true on the sink \
+             (or add ;allow_insecure_http=true to its TRAILWATCH_SINKS entry)"
+                .to_owned(),
+        ),
+        _ => Some(needs()),
+    }
+}
+
+fn sink_type_name(k: SinkType) -> &'static str {
+    match k {
+        SinkType::Stdout => "stdout",
+        SinkType::File => "file",
+        SinkType::Sns => "sns",
+        SinkType::Webhook => "webhook",
+    }
+}
+
 /// `https://hooks.example.com/services/T000/B000/XXXX?x=y` → `https://hooks.example.com/***`.
 pub fn mask_url(u: &str) -> String {
     match u.split_once("://") {
@@ -529,24 +626,51 @@ pub fn mask_url(u: &str) -> String {
     }
 }
 
+/// S3's rules for a bucket name, as far as telling a typo goes: 3-63 characters of
+/// lowercase letters, digits, `.` and `-`, starting and ending with a letter or digit.
+fn valid_bucket_name(b: &str) -> bool {
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (3..=63).contains(&b.len())
+        && b.bytes().all(|c| alnum(c) || c == b'.' || c == b'-')
+        && b.bytes().next().is_some_and(alnum)
+        && b.bytes().last().is_some_and(alnum)
+}
+
 /// `stdout`, `file:/path`, `sns:arn:...`, `webhook:https://...` (for `TRAILWATCH_SINKS`),
 /// each optionally followed by `;min_severity=LEVEL`: a deployment configured by
 /// environment alone (a CloudFormation task definition) can send every alert to
-/// its log and only the ones worth a page to SNS.
+/// its log and only the ones worth a page to SNS. A webhook may also take
+/// `;allow_insecure_http=true` (for an `http://` URL, in loopback tests); the two
+/// suffixes go in either order.
 fn parse_sink_spec(s: &str) -> Result<SinkConfig, ConfigError> {
-    let (s, min_severity) = match s.rsplit_once(";min_severity=") {
-        // The level alone is shown: a webhook URL may carry a secret.
-        Some((spec, level)) => (
-            spec,
-            Some(
+    let mut s = s;
+    let mut min_severity = None;
+    let mut allow_insecure_http = false;
+    // Only a known `;key=` ends the spec: a URL's own `;` (in its query) stays.
+    // The value alone is shown in errors: a webhook URL may carry a secret.
+    while let Some((spec, opt)) = s.rsplit_once(';') {
+        if let Some(level) = opt.strip_prefix("min_severity=") {
+            min_severity = Some(
                 level
                     .trim()
                     .parse::<Severity>()
                     .map_err(|e| ConfigError(format!("TRAILWATCH_SINKS: min_severity: {e}")))?,
-            ),
-        ),
-        None => (s, None),
-    };
+            );
+        } else if let Some(v) = opt.strip_prefix("allow_insecure_http=") {
+            allow_insecure_http = match v.trim() {
+                "true" => true,
+                "false" => false,
+                other => {
+                    return Err(ConfigError(format!(
+                        "TRAILWATCH_SINKS: allow_insecure_http: `{other}` is not true or false"
+                    )));
+                }
+            };
+        } else {
+            break;
+        }
+        s = spec;
+    }
     let (kind, arg) = s.split_once(':').unwrap_or((s, ""));
     let mut c = SinkConfig {
         kind: SinkType::Stdout,
@@ -554,6 +678,7 @@ fn parse_sink_spec(s: &str) -> Result<SinkConfig, ConfigError> {
         topic_arn: None,
         url: None,
         slack: false,
+        allow_insecure_http,
         min_severity,
         max_attempts: default_attempts(),
         timeout: default_timeout(),
@@ -574,7 +699,7 @@ fn parse_sink_spec(s: &str) -> Result<SinkConfig, ConfigError> {
         }
         other => {
             return Err(ConfigError(format!(
-                "TRAILWATCH_SINKS: unknown sink `{other}`; use stdout, file:PATH, sns:TOPIC_ARN or webhook:URL, each optionally followed by ;min_severity=LEVEL"
+                "TRAILWATCH_SINKS: unknown sink `{other}`; use stdout, file:PATH, sns:TOPIC_ARN or webhook:URL, each optionally followed by ;min_severity=LEVEL (and a webhook by ;allow_insecure_http=true)"
             )));
         }
     }
@@ -632,6 +757,49 @@ listen = "127.0.0.1:8080"
         assert_eq!(c.sinks.len(), 2);
         assert_eq!(c.sinks[1].min_severity, Some(Severity::Medium));
         assert_eq!(c.metrics.flush_interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn source_allow_list_loads_and_bad_entries_are_named() {
+        let text = FULL.replace(
+            "max_in_flight = 4\n",
+            "max_in_flight = 4\nbuckets = [\"trail-logs\", \"access-logs\"]\nkey_prefix = \"AWSLogs/\"\nexpected_bucket_owner = \"111122223333\"\n",
+        );
+        let c = load(&text, &[]).unwrap();
+        assert_eq!(c.sources[0].buckets, ["trail-logs", "access-logs"]);
+        assert_eq!(c.sources[0].key_prefix.as_deref(), Some("AWSLogs/"));
+        assert_eq!(
+            c.sources[0].expected_bucket_owner.as_deref(),
+            Some("111122223333")
+        );
+
+        let c = load(
+            FULL,
+            &[
+                ("TRAILWATCH_BUCKETS", "a-bucket, other.bucket"),
+                ("TRAILWATCH_EXPECTED_BUCKET_OWNER", "222233334444"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.sources[0].buckets, ["a-bucket", "other.bucket"]);
+        assert_eq!(
+            c.sources[0].expected_bucket_owner.as_deref(),
+            Some("222233334444")
+        );
+
+        let bad = FULL.replace(
+            "max_in_flight = 4\n",
+            "max_in_flight = 4\nbuckets = [\"Trail_Logs\"]\nexpected_bucket_owner = \"1111\"\n",
+        );
+        let e = load(&bad, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("source.buckets: `Trail_Logs` is not an S3 bucket name"),
+            "{e}"
+        );
+        assert!(
+            e.contains("source.expected_bucket_owner: `1111` is not a 12-digit"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -712,6 +880,80 @@ listen = "127.0.0.1:8080"
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown severity `severe`"), "{e}");
+    }
+
+    /// A webhook takes https:// only, unless the sink sets `allow_insecure_http`
+    /// (in the file, or `;allow_insecure_http=true` in `TRAILWATCH_SINKS`); the
+    /// error says what to set and does not echo the URL.
+    #[test]
+    fn webhooks_need_https_unless_allowed() {
+        let hook = |url: &str, extra: &str| {
+            format!(
+                "[source]\nqueue_url = \"q\"\n[[sink]]\ntype = \"webhook\"\nurl = \"{url}\"\n{extra}"
+            )
+        };
+        let plain = "http://127.0.0.1:9/hooks/s3cret?token=t0ken";
+        let e = load(&hook(plain, ""), &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("sink #1 (webhook): `url` must be https://")
+                && e.contains("set allow_insecure_http = true on the sink")
+                && e.contains(";allow_insecure_http=true"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret") && !e.contains("t0ken"), "{e}");
+        let c = load(&hook(plain, "allow_insecure_http = true"), &[]).unwrap();
+        assert!(c.sinks[0].allow_insecure_http);
+        assert!(c.render_masked().contains("allow_insecure_http = true"));
+        let c = load(&hook("HTTPS://hooks.example.com/s3cret", ""), &[]).unwrap();
+        assert!(!c.sinks[0].allow_insecure_http);
+        assert!(!c.render_masked().contains("allow_insecure_http"));
+        for bad in ["ftp://h.example/s3cret", "https://[s3cret/x", "s3cret"] {
+            let e = load(&hook(bad, "allow_insecure_http = true"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("needs `url` = \"https://...\""), "{bad}: {e}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+        let e = load(
+            &format!("{FULL}\n[[sink]]\ntype = \"stdout\"\nallow_insecure_http = true\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("sink #3 (stdout): allow_insecure_http is for webhook sinks only"),
+            "{e}"
+        );
+
+        let env = |v: &str| load(FULL, &[("TRAILWATCH_SINKS", v)]).map(|c| c.sinks);
+        let e = env(&format!("stdout,webhook:{plain}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sink #2 (webhook): `url` must be https://"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
+        for v in [
+            format!("webhook:{plain};allow_insecure_http=true;min_severity=high"),
+            format!("webhook:{plain};min_severity=high;allow_insecure_http=true"),
+        ] {
+            let s = env(&v).unwrap();
+            assert_eq!(s[0].url.as_deref(), Some(plain), "{v}");
+            assert!(s[0].allow_insecure_http, "{v}");
+            assert_eq!(s[0].min_severity, Some(Severity::High), "{v}");
+        }
+        let s = env("webhook:https://h.example/x?a=1;b=2").unwrap();
+        assert_eq!(s[0].url.as_deref(), Some("https://h.example/x?a=1;b=2"));
+        assert!(!s[0].allow_insecure_http);
+        let e = env(&format!("webhook:{plain};allow_insecure_http=yes please"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("allow_insecure_http: `yes please` is not true or false"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
     }
 
     #[test]

@@ -286,7 +286,10 @@ fn open(obj: &Object, s3: Option<&S3>) -> Result<Box<dyn Read + Send>, String> {
         Object::Stdin => Ok(Box::new(std::io::stdin())),
         Object::S3 { bucket, key } => {
             let s3 = s3.expect("built while listing");
-            match s3.rt.block_on(input::s3::open(&s3.client, bucket, key)) {
+            match s3
+                .rt
+                .block_on(input::s3::open(&s3.client, bucket, key, None))
+            {
                 Ok((body, _etag)) => Ok(Box::new(tokio_util::io::SyncIoBridge::new_with_handle(
                     body.into_async_read(),
                     s3.rt.handle().clone(),

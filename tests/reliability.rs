@@ -405,7 +405,7 @@ fn scenario(p: Plan) -> Row {
     let hook = p.webhook.then(Hook::start);
     let sinks = match &hook {
         Some(h) => format!(
-            "\n[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{}/hook\"\ntimeout = \"1s\"\nmax_attempts = 2\n",
+            "\n[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{}/hook\"\nallow_insecure_http = true\ntimeout = \"1s\"\nmax_attempts = 2\n",
             h.port
         ),
         None => String::new(),

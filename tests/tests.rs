@@ -22,3 +22,5 @@ mod worker;
 mod latency;
 // Hostile records, files and senders: every limit holds while reading.
 mod hostile;
+// Hostile senders: forged notifications are rejected, alerted on and never read.
+mod senders;

@@ -68,7 +68,9 @@ fn end_to_end_from_upload_to_sinks_and_metrics() {
         assert_eq!(m["Type"], "Notification");
         let alert: Value = serde_json::from_str(m["Message"].as_str().unwrap()).unwrap();
         assert_eq!(alert["rule_id"], "s3-sso-object-delete");
-        assert_eq!(m["Subject"], alert["title"]);
+        // The title (ASCII here), cut to the 99 characters an SNS subject holds.
+        let title = alert["title"].as_str().unwrap();
+        assert_eq!(m["Subject"], title.chars().take(99).collect::<String>());
         assert_eq!(m["MessageAttributes"]["severity"]["Value"], "high");
         assert_eq!(
             m["MessageAttributes"]["rule_id"]["Value"],
@@ -372,7 +374,7 @@ fn webhook_is_retried_until_it_accepts() {
     bed.put("AWSLogs/1.json.gz", delete_file(1, "hook@example.com"));
     let cfg = bed.config(
         &root().join("rules/s3-sso-object-delete.toml"),
-        &format!("\n[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\nslack = true\nmax_attempts = 5\n"),
+        &format!("\n[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\nallow_insecure_http = true\nslack = true\nmax_attempts = 5\n"),
     );
     // The [[sink]] appended after [health] is still a top-level array entry.
     let mut w = bed.spawn(&cfg, &["--until-idle", "3s"]);
@@ -420,7 +422,7 @@ fn a_sink_outage_holds_the_message() {
     bed.put("AWSLogs/1.json.gz", delete_file(1, "held@example.com"));
     let cfg = bed.config(
         &root().join("rules/s3-sso-object-delete.toml"),
-        &format!("\n[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\nmax_attempts = 2\n"),
+        &format!("\n[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\nallow_insecure_http = true\nmax_attempts = 2\n"),
     );
     let mut w = bed.spawn(&cfg, &["--until-idle", "3s"]);
     assert_eq!(bed.wait_exit(&mut w, 90), 0, "{}", bed.log());
@@ -437,6 +439,112 @@ fn a_sink_outage_holds_the_message() {
     );
     // Received once: the file sink has the alert once.
     assert_eq!(bed.alerts().len(), 1);
+}
+
+/// Webhook failures never show the URL's secret (a Slack webhook's token is its
+/// path): not for a refused connection, where reqwest's error carries the full
+/// URL, nor for a redirect, which is not followed (its target gets nothing) and
+/// counts as a failure. An `http://` webhook needs `allow_insecure_http`, in the
+/// file or in `TRAILWATCH_SINKS`.
+#[test]
+fn webhook_failures_keep_the_url_secret_and_redirects_are_not_followed() {
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let secret = format!("http://127.0.0.1:{dead}/services/T0/B0/s3cretpath?token=s3cretquery");
+
+    // `--check-config` with the sinks from the environment: refused without the
+    // flag, accepted with it; the URL is never shown.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    write(
+        &cfg,
+        "[source]\nqueue_url = \"https://sqs.us-east-1.amazonaws.com/1/q\"\n",
+    );
+    let check = |sinks: &str| {
+        run(trailwatch()
+            .env("TRAILWATCH_SINKS", sinks)
+            .args(["run", "--check-config", "--config"])
+            .arg(&cfg))
+    };
+    let (code, out, err) = check(&format!("stdout,webhook:{secret}"));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("sink #2 (webhook): `url` must be https://")
+            && err.contains(";allow_insecure_http=true"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("s3cret") && !out.contains("s3cret"),
+        "{out}{err}"
+    );
+    let (code, out, err) = check(&format!("webhook:{secret};allow_insecure_http=true"));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !err.contains("s3cret") && !out.contains("s3cret"),
+        "{out}{err}"
+    );
+
+    // A redirect target that counts what reaches it.
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target_port = target.local_addr().unwrap().port();
+    let reached = Arc::new(Mutex::new(0usize));
+    let r = reached.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in target.incoming().flatten() {
+            *r.lock().unwrap() += 1;
+            held.push(conn);
+        }
+    });
+    // A webhook that redirects twice, then accepts.
+    let hook = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_port = hook.local_addr().unwrap().port();
+    let bodies = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = bodies.clone();
+    std::thread::spawn(move || {
+        for (i, conn) in hook.incoming().enumerate() {
+            let Ok(mut conn) = conn else { return };
+            let body = read_http_body(&mut conn);
+            if i < 2 {
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:{target_port}/s3cretpath\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+            } else {
+                seen.lock().unwrap().push(body);
+                respond(&mut conn, "200 OK");
+            }
+        }
+    });
+
+    let bed = Bed::new(5);
+    bed.put("AWSLogs/1.json.gz", delete_file(1, "hook@example.com"));
+    let cfg = bed.config(
+        &root().join("rules/s3-sso-object-delete.toml"),
+        &format!(
+            "\n[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\nallow_insecure_http = true\nmax_attempts = 5\n\n[[sink]]\ntype = \"webhook\"\nurl = \"{secret}\"\nallow_insecure_http = true\ntimeout = \"1s\"\nmax_attempts = 1\n"
+        ),
+    );
+    let mut w = bed.spawn(&cfg, &[]);
+    wait_for("the refused webhook's failures", 60, || {
+        bed.log()
+            .matches("alert delivery failed; the file's message is held")
+            .count()
+            >= 2
+    });
+    signal(&w, "TERM");
+    bed.wait_exit(&mut w, 60);
+    let log = bed.log();
+    assert!(!log.contains("s3cret"), "{log}");
+    assert!(!log.contains("services/T0"), "{log}");
+    assert!(log.contains(&format!("127.0.0.1:{dead}/***")), "{log}");
+    assert!(log.contains("Connection refused"), "{log}");
+    assert!(log.contains("HTTP 302 Found"), "{log}");
+    assert_eq!(*reached.lock().unwrap(), 0, "the redirect was followed");
+    assert_eq!(bodies.lock().unwrap().len(), 1, "{log}");
 }
 
 fn http_get(port: u16, path: &str) -> String {

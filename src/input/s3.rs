@@ -48,13 +48,20 @@ pub struct FetchError {
 }
 
 /// Opens `s3://bucket/key` for streaming; returns the body and its ETag (without
-/// quotes).
+/// quotes). With `expected_owner`, S3 refuses the object unless that account owns
+/// the bucket (a bucket deleted and recreated by someone else is not read).
 pub async fn open(
     client: &Client,
     bucket: &str,
     key: &str,
+    expected_owner: Option<&str>,
 ) -> Result<(ByteStream, Option<String>), FetchError> {
-    match client.get_object().bucket(bucket).key(key).send().await {
+    let get = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .set_expected_bucket_owner(expected_owner.map(str::to_owned));
+    match get.send().await {
         Ok(out) => {
             let etag = out.e_tag().map(|e| e.trim_matches('"').to_owned());
             Ok((out.body, etag))

@@ -25,6 +25,9 @@ pub enum Counter {
     MessagesDeleted,
     /// Messages whose body is not a known notification.
     NotificationErrors,
+    /// Objects a notification named outside its source's buckets, key prefix or
+    /// owner: not read, and alerted on (`trailwatch-forged-notification`).
+    NotificationsRejected,
     /// Objects skipped by the include/exclude filters or as already processed.
     ObjectsSkipped,
     SinkErrors,
@@ -51,6 +54,7 @@ impl Counter {
             Counter::RuleMatches => "RuleMatches",
             Counter::MessagesDeleted => "MessagesDeleted",
             Counter::NotificationErrors => "NotificationErrors",
+            Counter::NotificationsRejected => "NotificationsRejected",
             Counter::ObjectsSkipped => "ObjectsSkipped",
             Counter::SinkErrors => "SinkErrors",
             Counter::SqsErrors => "SqsErrors",
@@ -72,6 +76,7 @@ impl Counter {
             Counter::RuleMatches => "trailwatch_rule_matches_total",
             Counter::MessagesDeleted => "trailwatch_messages_deleted_total",
             Counter::NotificationErrors => "trailwatch_notification_errors_total",
+            Counter::NotificationsRejected => "trailwatch_notifications_rejected_total",
             Counter::ObjectsSkipped => "trailwatch_objects_skipped_total",
             Counter::SinkErrors => "trailwatch_sink_errors_total",
             Counter::SqsErrors => "trailwatch_sqs_errors_total",

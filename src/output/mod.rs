@@ -1,5 +1,7 @@
 //! Alert output formats for `trailwatch scan` (and the worker's stdout/file sinks).
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use crate::alert::{Alert, AlertRef};
@@ -39,11 +41,13 @@ pub const CSV_COLUMNS: [&str; 18] = [
 /// `--columns` for CSV.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Columns {
-    /// One row per alert, [`CSV_COLUMNS`].
+    // Shown by `--help` as it is: plain words, no rustdoc links.
+    /// One row per alert: event_time, event_name, bucket_name, object_key, user_arn,
+    /// source_ip, rule_id, severity, actor_name and the other Athena-style columns.
     #[default]
     Alerts,
-    /// The join of `DeleteObjects` alerts with S3 access log lines: one row per
-    /// deleted key, [`crate::join::JOIN_COLUMNS`].
+    /// The join of DeleteObjects alerts with S3 server access log lines: one row per
+    /// deleted key, with who deleted it (from CloudTrail) and the key (from the log).
     DeletedKeys,
 }
 
@@ -79,7 +83,46 @@ pub fn writer<'w, W: Write + 'w>(
     })
 }
 
-/// The `DeleteObjects` join as CSV; individual alerts are not written.
+/// A CSV cell as written: safe to open in a spreadsheet (OWASP's advice on CSV
+/// injection). Every column holds strings from the record (user agents, object
+/// keys, error messages: attacker-chosen), so:
+///
+/// - a cell that starts with `=`, `+`, `-`, `@`, tab or CR, which a spreadsheet
+///   would evaluate as a formula (`=HYPERLINK(...)`, `@SUM(...)`, DDE), gets a
+///   leading `'`. So does a negative-looking value such as `-2`, and a lone
+///   `-`: no column is a quantity (error codes are names, HTTP statuses are
+///   never negative, an absent value is an empty cell, and an access log's `-`
+///   placeholder is read as absent), so they stay text rather than being told
+///   apart from `-2+3+cmd|...` by guesswork. Strip one leading `'` to get the
+///   value back;
+/// - a control character (C0, DEL, C1: ESC sequences, line breaks, NUL) becomes
+///   a visible `\xNN` (its code point), so that a cell stays on its line and
+///   cannot drive a terminal that shows the file.
+///
+/// Quoting (`,`, `"`) is the CSV writer's. The JSON lines output keeps every
+/// string exactly. See docs/output-safety.md.
+pub fn csv_cell(s: &str) -> Cow<'_, str> {
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if !formula && !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    if formula {
+        out.push('\'');
+    }
+    for c in s.chars() {
+        if c.is_control() {
+            // Every control character is below U+00A0: two hex digits.
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The `DeleteObjects` join as CSV; individual alerts are not written. Cells go
+/// through [`csv_cell`].
 pub struct JoinCsv<W: Write>(csv::Writer<W>);
 
 impl<W: Write> JoinCsv<W> {
@@ -98,7 +141,8 @@ impl<W: Write> AlertWriter for JoinCsv<W> {
     }
     fn write_join(&mut self, rows: &[crate::join::JoinRow]) -> io::Result<()> {
         for r in rows {
-            self.0.write_record(r.cells())?;
+            self.0
+                .write_record(r.cells().iter().map(|c| csv_cell(c).into_owned()))?;
         }
         Ok(())
     }
@@ -160,8 +204,9 @@ impl<W: Write> Csv<W> {
 }
 
 /// One CSV row for an alert, in [`CSV_COLUMNS`] order; absent values are empty.
+/// Each cell is as [`csv_cell`] makes it (no formulas, no control characters).
 pub fn csv_row(a: &Alert) -> [String; 18] {
-    let o = |v: &Option<String>| v.clone().unwrap_or_default();
+    let o = |v: &Option<String>| v.as_deref().map(csv_cell).unwrap_or_default().into_owned();
     [
         o(&a.event.event_time),
         o(&a.event.event_name),
@@ -180,7 +225,7 @@ pub fn csv_row(a: &Alert) -> [String; 18] {
         .to_owned(),
         o(&a.event.error_code),
         o(&a.event.error_message),
-        a.rule_id.clone(),
+        csv_cell(&a.rule_id).into_owned(),
         a.severity.as_str().to_owned(),
         a.actor.kind.as_str().to_owned(),
         o(&a.actor.name),
@@ -196,5 +241,131 @@ impl<W: Write> AlertWriter for Csv<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.0.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::SourceRef;
+    use crate::engine::Detection;
+    use crate::join::{DeletedKey, JoinRow};
+    use crate::record::Event;
+    use crate::rules::{RuleSet, Strictness};
+
+    const LINK: &str = "=HYPERLINK(\"http://evil\",\"x\")";
+
+    /// An alert whose record carries a formula or a control character in every
+    /// string column.
+    fn hostile() -> Alert {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("rules/s3-assumed-role-object-ops.toml");
+        let rules = RuleSet::load(&dir, Strictness::Run).unwrap();
+        let event = Event::from_value(serde_json::json!({
+            "eventTime": "2024-11-05T10:02:31Z",
+            "eventName": "GetObject", "eventSource": "s3.amazonaws.com",
+            "awsRegion": "eu-west-1\u{1b}[2J",
+            "userAgent": LINK,
+            "sourceIPAddress": "@SUM(1)",
+            "errorCode": "+1",
+            "errorMessage": "-2",
+            "eventID": "\tevent",
+            "requestID": "\rrequest",
+            "userIdentity": {"type": "AssumedRole",
+                "principalId": "AROAX:j@x",
+                "arn": "arn:aws:sts::1:assumed-role/AWSReservedSSO_A_0123456789abcdef/j@x"},
+            "requestParameters": {"bucketName": "b", "key": LINK},
+        }))
+        .unwrap();
+        let d = Detection { rule: 0, hit: None };
+        Alert::new(&rules.rules[0], &d, &event, SourceRef::file("f", 0))
+    }
+
+    /// The cells of the first data row of `out`.
+    fn first_row(out: &[u8]) -> (Vec<String>, Vec<String>) {
+        let mut r = csv::Reader::from_reader(out);
+        let head = r.headers().unwrap().iter().map(str::to_owned).collect();
+        let row = r.records().next().unwrap().unwrap();
+        (head, row.iter().map(str::to_owned).collect())
+    }
+
+    /// OWASP's CSV injection advice: a cell a spreadsheet would take for a formula
+    /// (`=`, `+`, `-`, `@`, tab, CR first) starts with `'`; control characters
+    /// are written as visible `\xNN` escapes; other cells are as they were.
+    #[test]
+    fn csv_cells_cannot_start_a_formula() {
+        for (raw, want) in [
+            (LINK, "'=HYPERLINK(\"http://evil\",\"x\")"),
+            ("+1", "'+1"),
+            ("-2", "'-2"),
+            ("@SUM(1)", "'@SUM(1)"),
+            ("\tx", "'\\x09x"),
+            ("\rx", "'\\x0dx"),
+            ("a\u{1b}[31mb\nc\u{7f}\u{85}", "a\\x1b[31mb\\x0ac\\x7f\\x85"),
+            ("a=b-c", "a=b-c"),
+            (
+                "2024/q4/forecast, draft.xlsx",
+                "2024/q4/forecast, draft.xlsx",
+            ),
+            ("", ""),
+        ] {
+            assert_eq!(csv_cell(raw), want, "{raw:?}");
+        }
+
+        let mut out = Vec::new();
+        let mut w = writer(Format::Csv, Columns::Alerts, &mut out).unwrap();
+        w.write(&hostile()).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        assert!(
+            !out.iter().any(|&b| b.is_ascii_control() && b != b'\n'),
+            "{:?}",
+            String::from_utf8_lossy(&out)
+        );
+        let (head, row) = first_row(&out);
+        let cell = |c: &str| row[head.iter().position(|h| h == c).unwrap()].as_str();
+        assert_eq!(cell("user_agent"), format!("'{LINK}"));
+        assert_eq!(cell("object_key"), format!("'{LINK}"));
+        assert_eq!(cell("source_ip"), "'@SUM(1)");
+        assert_eq!(cell("error_code"), "'+1");
+        assert_eq!(cell("error_message"), "'-2");
+        assert_eq!(cell("event_id"), "'\\x09event");
+        assert_eq!(cell("request_id"), "'\\x0drequest");
+        assert_eq!(cell("aws_region"), "eu-west-1\\x1b[2J");
+        assert_eq!(cell("event_time"), "2024-11-05T10:02:31Z");
+        assert_eq!(cell("bucket_name"), "b");
+    }
+
+    /// The `DeleteObjects` join's rows are neutralised the same way: the deleted
+    /// key and the access log's user agent come from the request.
+    #[test]
+    fn join_csv_cells_cannot_start_a_formula() {
+        let key = DeletedKey {
+            key: "-cmd|' /C calc'!A0".into(),
+            http_status: Some(204),
+            error_code: None,
+            version_id: None,
+            request_id: "r".into(),
+            bucket: Some("b".into()),
+            time: None,
+            requester: Some("@evil".into()),
+            remote_ip: Some("203.0.113.5".into()),
+            user_agent: Some(format!("{LINK}\u{1b}")),
+        };
+        let mut out = Vec::new();
+        let mut w = writer(Format::Csv, Columns::DeletedKeys, &mut out).unwrap();
+        w.write_join(&[JoinRow {
+            alert: None,
+            key: Some(key),
+        }])
+        .unwrap();
+        w.flush().unwrap();
+        drop(w);
+        let (head, row) = first_row(&out);
+        let cell = |c: &str| row[head.iter().position(|h| h == c).unwrap()].as_str();
+        assert_eq!(cell("object_key"), "'-cmd|' /C calc'!A0");
+        assert_eq!(cell("user_arn"), "'@evil");
+        assert_eq!(cell("user_agent"), format!("'{LINK}\\x1b"));
+        assert_eq!(cell("httpstatus"), "204");
     }
 }

@@ -395,6 +395,14 @@ impl RuleSet {
         )
     }
 
+    /// One rule file held in memory (a rule built into the binary); `path` names it
+    /// in diagnostics.
+    pub fn from_text(path: &Path, src: &str) -> Result<RuleSet, Diagnostics> {
+        let mut loader = syntax::Loader::new(Strictness::Check, today()).without_tests();
+        loader.add(path, src);
+        loader.finish()
+    }
+
     fn load_with(path: &Path, mut loader: syntax::Loader) -> Result<RuleSet, Diagnostics> {
         let files = rule_files(path).map_err(|e| {
             Diagnostics(vec![Diagnostic {
@@ -456,18 +464,17 @@ mod tests {
 
     #[test]
     fn a_fallback_text_stands_in_for_absent_fields() {
-        let t = Template::parse("deleted {s3.key | 'a batch of objects'} in {s3.bucket|''}")
-            .unwrap();
+        let t =
+            Template::parse("deleted {s3.key | 'a batch of objects'} in {s3.bucket|''}").unwrap();
         let batch = Event::from_value(json!({"eventName": "DeleteObjects"})).unwrap();
         assert_eq!(t.render(&batch), "deleted a batch of objects in ");
         assert_eq!(
             t.render_all(&batch).as_deref(),
             Some("deleted a batch of objects in ")
         );
-        let one = Event::from_value(
-            json!({"requestParameters": {"bucketName": "b", "key": "k.csv"}}),
-        )
-        .unwrap();
+        let one =
+            Event::from_value(json!({"requestParameters": {"bucketName": "b", "key": "k.csv"}}))
+                .unwrap();
         assert_eq!(t.render(&one), "deleted k.csv in b");
         for (bad, says) in [
             ("{s3.key|'open}", "unclosed `'`"),

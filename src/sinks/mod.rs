@@ -88,7 +88,12 @@ impl Sink {
             SinkType::Webhook => {
                 let url = c.url.clone().expect("validated");
                 (
-                    Kind::Webhook(webhook::Webhook::new(url.clone(), c.slack, c.timeout)?),
+                    Kind::Webhook(webhook::Webhook::new(
+                        url.clone(),
+                        c.slack,
+                        c.timeout,
+                        c.allow_insecure_http,
+                    )?),
                     format!("webhook:{}", crate::config::mask_url(&url)),
                 )
             }

@@ -8,6 +8,7 @@
 //!
 //! Shutdown is a parameter ([`Signals`]), as are rule reloads, so tests drive both.
 
+pub mod admission;
 pub mod completed;
 pub mod notification;
 mod process;
@@ -71,6 +72,9 @@ pub(crate) struct State {
     inflight: Mutex<HashMap<String, (String, String)>>,
     /// Set when shutdown begins: deliveries stop retrying a failing sink.
     stopping: std::sync::atomic::AtomicBool,
+    /// The built-in rule for rejected notifications (see [`admission`]), apart from
+    /// the rules directory: it cannot be disabled or reloaded away.
+    forged: Mutex<Engine>,
 }
 
 /// One queue and its key filters.
@@ -78,6 +82,8 @@ pub(crate) struct Source {
     cfg: crate::config::SourceConfig,
     include: Vec<Regex>,
     exclude: Vec<Regex>,
+    /// The buckets, key prefix and owner whose objects it reads.
+    admission: admission::Admission,
 }
 
 impl Source {
@@ -147,9 +153,15 @@ pub async fn run_with(
         .sources
         .iter()
         .map(|c| {
+            let admission = admission::Admission::new(c);
+            if admission.is_open() {
+                tracing::warn!(queue = %c.queue_url,
+                    "no [source] buckets: this worker reads any object a message names that its role can read; list the trail's buckets in `buckets` (TRAILWATCH_BUCKETS)");
+            }
             Ok(Arc::new(Source {
                 include: compile(&c.include)?,
                 exclude: compile(&c.exclude)?,
+                admission,
                 cfg: c.clone(),
             }))
         })
@@ -183,6 +195,13 @@ pub async fn run_with(
         },
         inflight: Mutex::new(HashMap::new()),
         stopping: std::sync::atomic::AtomicBool::new(false),
+        forged: Mutex::new(Engine::new(
+            &RuleSet {
+                rules: vec![admission::forged_rule()],
+                warnings: Vec::new(),
+            },
+            EngineOptions::default(),
+        )),
         cfg,
     });
     state.health.set_rules_loaded(true);
@@ -359,6 +378,9 @@ async fn intake(
             .wait_time_seconds(wait.as_secs() as i32)
             .visibility_timeout(src.visibility_timeout.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            // Who sent it and when: a rejected message's alert names its sender.
+            .message_system_attribute_names(MessageSystemAttributeName::SenderId)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send();
         tokio::pin!(receive);
         let received = tokio::select! {

@@ -20,6 +20,9 @@ pub struct ObjectRef {
     pub alt_key: Option<String>,
     pub etag: Option<String>,
     pub size: Option<u64>,
+    /// The account the notification says the bucket belongs to (EventBridge's
+    /// `account`), checked against the source's `expected_bucket_owner`.
+    pub account: Option<String>,
 }
 
 /// The meaning of one message body.
@@ -111,6 +114,7 @@ fn parse_value(v: &Value, depth: u8) -> Result<Notification, UnknownNotification
                 alt_key: None,
                 etag: str_at(r, &["s3", "object", "eTag"]).map(str::to_owned),
                 size: r.pointer("/s3/object/size").and_then(Value::as_u64),
+                account: None,
             });
         }
         return Ok(if objects.is_empty() {
@@ -147,6 +151,7 @@ fn parse_value(v: &Value, depth: u8) -> Result<Notification, UnknownNotification
             alt_key,
             etag: str_at(v, &["detail", "object", "etag"]).map(str::to_owned),
             size: v.pointer("/detail/object/size").and_then(Value::as_u64),
+            account: str_at(v, &["account"]).map(str::to_owned),
         }]));
     }
     if let (Some(bucket), Some(keys)) = (
@@ -162,6 +167,7 @@ fn parse_value(v: &Value, depth: u8) -> Result<Notification, UnknownNotification
                 alt_key: None,
                 etag: None,
                 size: None,
+                account: None,
             })
             .collect();
         return Ok(if objects.is_empty() {

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_sqs::types::Message;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
+use super::admission::{self, MessageMeta};
 use super::notification::{self, Notification, ObjectRef};
 use super::{Source, State};
 use std::collections::HashMap;
@@ -69,14 +70,15 @@ pub(super) async fn message(
         tracing::warn!(message_id = %id, "message without a receipt handle; ignoring");
         return;
     };
-    let receives = msg
-        .attributes
-        .as_ref()
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
-        })
-        .cloned()
-        .unwrap_or_default();
+    use aws_sdk_sqs::types::MessageSystemAttributeName as Attr;
+    let attr = |name: Attr| msg.attributes.as_ref().and_then(|a| a.get(&name)).cloned();
+    let receives = attr(Attr::ApproximateReceiveCount).unwrap_or_default();
+    let meta = MessageMeta {
+        queue_url: source.cfg.queue_url.clone(),
+        message_id: id.clone(),
+        sender_id: attr(Attr::SenderId),
+        sent_ms: attr(Attr::SentTimestamp).and_then(|t| t.parse().ok()),
+    };
     state
         .inflight
         .lock()
@@ -84,7 +86,7 @@ pub(super) async fn message(
         .insert(id.clone(), (source.cfg.queue_url.clone(), receipt.clone()));
     let heartbeat = tokio::spawn(heartbeat(state.clone(), source.clone(), receipt.clone()));
 
-    let ok = handle(&state, &source, &id, msg.body.as_deref().unwrap_or("")).await;
+    let ok = handle(&state, &source, &meta, msg.body.as_deref().unwrap_or("")).await;
 
     heartbeat.abort();
     if ok {
@@ -102,7 +104,8 @@ pub(super) async fn message(
 }
 
 /// Whether the message is done with (processed, or nothing to process).
-async fn handle(state: &State, source: &Source, id: &str, body: &str) -> bool {
+async fn handle(state: &State, source: &Source, meta: &MessageMeta, body: &str) -> bool {
+    let id = meta.message_id.as_str();
     let objects = match notification::parse(body) {
         Ok(Notification::Objects(o)) => o,
         Ok(Notification::TestEvent) => {
@@ -125,19 +128,66 @@ async fn handle(state: &State, source: &Source, id: &str, body: &str) -> bool {
         }
     };
     let mut ok = true;
-    for obj in objects {
+    let mut rejected = Vec::new();
+    for (n, obj) in objects.into_iter().enumerate() {
+        if let Err(why) = source.admission.check(&obj) {
+            state.metrics.add(Counter::NotificationsRejected, 1);
+            tracing::warn!(message_id = ?id, sender_id = ?meta.sender_id, bucket = ?obj.bucket, key = ?obj.key,
+                reason = %why, "notification rejected: it names an object outside this source's allow-list; the object is not read");
+            rejected.push(admission::rejection_event(meta, n, &obj, &why));
+            continue;
+        }
         if !source.wanted(&obj.key) {
             tracing::debug!(bucket = %obj.bucket, key = %obj.key, "skipped by the include/exclude key filters");
             state.metrics.add(Counter::ObjectsSkipped, 1);
             continue;
         }
-        if let Err(e) = object(state, &obj).await {
+        if let Err(e) = object(state, source, &obj).await {
             ok = false;
             state.metrics.add(Counter::FileErrors, 1);
-            tracing::error!(message_id = %id, bucket = %obj.bucket, key = %obj.key, error = %e, "file failed");
+            tracing::error!(message_id = %id, bucket = ?obj.bucket, key = ?obj.key, error = %e, "file failed");
         }
     }
+    if !rejected.is_empty()
+        && let Err(e) = raise_rejections(state, meta, rejected).await
+    {
+        ok = false;
+        tracing::error!(message_id = %id, error = %e, "the alert for a rejected notification was not delivered; the message is kept");
+    }
     ok
+}
+
+/// Delivers the built-in rule's alerts for the rejected objects of one message.
+async fn raise_rejections(
+    state: &State,
+    meta: &MessageMeta,
+    events: Vec<crate::record::Event>,
+) -> Result<(), SinkError> {
+    let source = format!("sqs:{}/{}", meta.queue_url, meta.message_id);
+    let mut alerts = Vec::new();
+    {
+        let mut engine = state.forged.lock().unwrap_or_else(|e| e.into_inner());
+        let mut detections = Vec::new();
+        for (n, e) in events.iter().enumerate() {
+            detections.clear();
+            engine.evaluate(e, &mut detections);
+            for d in &detections {
+                let rule = &engine.rules()[d.rule];
+                alerts.push(Arc::new(Alert::new(
+                    rule,
+                    d,
+                    e,
+                    SourceRef::file(&source, n as u64),
+                )));
+            }
+        }
+    }
+    let (tx, rx) = mpsc::channel(alerts.len().max(1));
+    for a in alerts {
+        let _ = tx.try_send(a);
+    }
+    drop(tx);
+    deliver(rx, state, &AtomicBool::new(false)).await
 }
 
 fn done_before(state: &State, b: &str, k: &str, etag: &str) -> bool {
@@ -150,7 +200,7 @@ fn done_before(state: &State, b: &str, k: &str, etag: &str) -> bool {
 }
 
 /// Reads one object through the engine and delivers its alerts.
-async fn object(state: &State, obj: &ObjectRef) -> Result<(), ObjectError> {
+async fn object(state: &State, source: &Source, obj: &ObjectRef) -> Result<(), ObjectError> {
     let (bucket, mut key) = (obj.bucket.clone(), obj.key.clone());
     if let Some(etag) = &obj.etag
         && done_before(state, &bucket, &key, etag.trim_matches('"'))
@@ -159,11 +209,12 @@ async fn object(state: &State, obj: &ObjectRef) -> Result<(), ObjectError> {
         state.metrics.add(Counter::ObjectsSkipped, 1);
         return Ok(());
     }
-    let (body, etag) = match input::s3::open(&state.s3, &bucket, &key).await {
+    let owner = source.admission.expected_owner();
+    let (body, etag) = match input::s3::open(&state.s3, &bucket, &key, owner).await {
         Ok(x) => x,
         Err(e) if e.not_found && obj.alt_key.is_some() => {
             key = obj.alt_key.clone().expect("checked");
-            input::s3::open(&state.s3, &bucket, &key).await?
+            input::s3::open(&state.s3, &bucket, &key, owner).await?
         }
         Err(e) => return Err(e.into()),
     };
