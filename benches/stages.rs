@@ -21,27 +21,19 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// One gzip file of the shared generator's corpus.
+/// The project's CloudTrail corpus generator (`examples/gen_corpus`).
+#[path = "../examples/gen_corpus/generator.rs"]
+#[allow(dead_code)]
+mod gen_corpus;
+
+/// One gzip file of 10,000 generated records (seed 1), written once into
+/// target/bench-data.
 fn gz_file() -> Vec<u8> {
     let dir = root().join("target/bench-data");
-    if !dir.join("complete").exists() {
-        let status = std::process::Command::new("python3")
-            .arg(root().join("../shared/tools/gen_cloudtrail.py"))
-            .args([
-                "--seed",
-                "1",
-                "--files",
-                "1",
-                "--records",
-                "10000",
-                "--quiet",
-                "--out",
-            ])
-            .arg(&dir)
-            .status()
-            .expect("python3 runs the corpus generator");
-        assert!(status.success());
-        std::fs::write(dir.join("complete"), "").unwrap();
+    if !dir.join("complete-gen_corpus").exists() {
+        gen_corpus::write_corpus(&gen_corpus::Options::new(1, 1, 10_000), &dir)
+            .expect("the corpus generator writes into target/bench-data");
+        std::fs::write(dir.join("complete-gen_corpus"), "").unwrap();
     }
     let file = trailwatch::input::local_files(&dir)
         .unwrap()

@@ -143,21 +143,14 @@ pub fn respond(conn: &mut std::net::TcpStream, status: &str) {
     );
 }
 
-/// Runs the shared CloudTrail generator: `files` gzip files of `records` records,
+/// The project's CloudTrail corpus generator (`examples/gen_corpus`), in process.
+#[path = "../../examples/gen_corpus/generator.rs"]
+pub mod gen_corpus;
+
+/// Writes a generated CloudTrail corpus: `files` gzip files of `records` records,
 /// seeded, into `out`.
 pub fn generate(seed: u32, files: usize, records: usize, out: &Path) {
-    let status = Command::new("python3")
-        .arg(root().join("../shared/tools/gen_cloudtrail.py"))
-        .args(["--quiet", "--seed", &seed.to_string()])
-        .args([
-            "--files",
-            &files.to_string(),
-            "--records",
-            &records.to_string(),
-        ])
-        .arg("--out")
-        .arg(out)
-        .status()
-        .expect("python3 runs the generator");
-    assert!(status.success());
+    let opts = gen_corpus::Options::new(u64::from(seed), files, records);
+    gen_corpus::write_corpus(&opts, out)
+        .unwrap_or_else(|e| panic!("generating into {}: {e}", out.display()));
 }
