@@ -30,14 +30,14 @@ RUN /out/trailwatch rules check rules \
 # --- runtime -----------------------------------------------------------------------
 FROM debian:bookworm-slim
 
-# ca-certificates: the AWS SDK verifies TLS against the system roots.
-# curl: the HEALTHCHECK probe (the binary has no probe subcommand).
+# ca-certificates: the AWS SDK verifies TLS against the system roots. Nothing else:
+# the HEALTHCHECK is the binary's own `trailwatch healthcheck` (no shell, no curl).
 # Versions are deliberately not pinned: Debian replaces a stable release's package
 # versions with each point and security release and drops the old ones from the
 # mirrors, so pins would break rebuilds; the bookworm base tag fixes the release.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 
 # A fixed numeric id, so that orchestrators can verify "non-root" without /etc/passwd.
@@ -49,16 +49,21 @@ COPY --from=build /out/trailwatch /usr/local/bin/trailwatch
 COPY rules/ /etc/trailwatch/rules/
 COPY deploy/trailwatch.toml /etc/trailwatch/trailwatch.toml
 
-# All interfaces, so that /metrics can be scraped through a published port (the
-# HEALTHCHECK itself uses loopback).
-ENV TRAILWATCH_HEALTH_LISTEN=0.0.0.0:8080
-EXPOSE 8080
+# Loopback: the HEALTHCHECK runs inside the container, and nothing else needs to
+# reach the endpoints. To scrape /metrics through a published port, set
+# TRAILWATCH_HEALTH_LISTEN=0.0.0.0:8080 (docker run -e ... -p 8080:8080).
+ENV TRAILWATCH_HEALTH_LISTEN=127.0.0.1:8080
+# JSON log lines (one object per line, strings escaped): what log drivers and
+# CloudWatch Logs Insights read. `--log-format text` for a person at a terminal.
+ENV TRAILWATCH_LOG_FORMAT=json
 
 USER 10001:10001
 
 # /healthz answers as long as the process runs; /readyz also needs a recent SQS poll.
+# `trailwatch healthcheck` GETs /healthz on the port of TRAILWATCH_HEALTH_LISTEN and
+# exits 0 on 2xx, 1 otherwise (its own timeout: 2 s).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-    CMD ["/bin/sh", "-c", "curl -fsS -o /dev/null http://127.0.0.1:8080/healthz || exit 1"]
+    CMD ["/usr/local/bin/trailwatch", "healthcheck"]
 
 # SIGTERM drains in-flight files within shutdown_grace (25 s): give `docker stop`
 # at least 30 s (`--stop-timeout 30`); ECS waits 30 s by default.

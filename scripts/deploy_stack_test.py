@@ -196,7 +196,10 @@ def check_stack(moto, outputs, resources, kms_key_arn, topic_min_severity):
     check(env["TRAILWATCH_HEALTH_LISTEN"].startswith("127.0.0.1:"), f"task environment {env}")
     check(c.get("readonlyRootFilesystem") is True, "container root file system is writable")
     check(c.get("user") == "10001:10001", f"container user {c.get('user')}")
-    check("/healthz" in " ".join(c["healthCheck"]["command"]), "container health check")
+    check(
+        c["healthCheck"]["command"] == ["CMD", "/usr/local/bin/trailwatch", "healthcheck"],
+        f"container health check {c['healthCheck']['command']}",
+    )
     check(c["logConfiguration"]["options"]["awslogs-group"] == outputs["LogGroupName"], "log group")
 
     role = resources["TaskRole"]["PhysicalResourceId"]
@@ -215,6 +218,10 @@ def check_stack(moto, outputs, resources, kms_key_arn, topic_min_severity):
         f"{by_sid['ReadTrailLogs']}",
     )
     check(by_sid["DecryptTrailLogs"]["Resource"] == kms_key_arn, f"{by_sid['DecryptTrailLogs']}")
+    check(
+        by_sid["DecryptTrailLogs"].get("Condition") == {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}},
+        f"{by_sid['DecryptTrailLogs']}",
+    )
     check(by_sid["PublishAlerts"]["Resource"] == outputs["AlertTopicArn"], f"{by_sid['PublishAlerts']}")
     check(
         set(by_sid) == {"ConsumeQueue", "ReadTrailLogs", "DecryptTrailLogs", "PublishAlerts", "PutMetrics"},

@@ -28,8 +28,14 @@ pub const EXIT_ERROR: u8 = 2;
     about = "Detect who did what in AWS from CloudTrail logs, as they land or after the fact"
 )]
 pub struct Cli {
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value = "text")]
+    /// Log format on stderr: text for a person, json for a log group.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "TRAILWATCH_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -52,6 +58,20 @@ pub enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Probe a worker's health endpoint (container health checks, without a shell or
+    /// curl): exit 0 when it answers 2xx, 1 otherwise (the reason on stderr).
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// URL to GET [default: http://127.0.0.1:8080/healthz, or /healthz on the port
+    /// of TRAILWATCH_HEALTH_LISTEN when that is set].
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Give up after this long (connecting and answering).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +195,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run_cmd(args),
         Command::Scan(args) => scan_cmd(args),
+        Command::Healthcheck(args) => Ok(healthcheck_cmd(args)),
         Command::Rules { command } => match command {
             RulesCommand::Check { dir, path } => rules_check(&dir.resolve(path)),
             RulesCommand::Test {
@@ -400,6 +421,26 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
         crate::worker::run(cfg, rules, aws, signals, opts).await
     })?;
     Ok(ExitCode::from(EXIT_OK))
+}
+
+/// `trailwatch healthcheck`: 0 or 1 only, as container runtimes read it (Docker
+/// reserves 2).
+fn healthcheck_cmd(args: HealthcheckArgs) -> ExitCode {
+    let url = args.url.unwrap_or_else(|| {
+        crate::health::probe_url(std::env::var("TRAILWATCH_HEALTH_LISTEN").ok().as_deref())
+    });
+    let probed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))
+        .and_then(|rt| rt.block_on(crate::health::probe(&url, args.timeout)));
+    match probed {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(why) => {
+            eprintln!("healthcheck: {why}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// SIGTERM and SIGINT stop the worker gracefully; SIGHUP reloads the rules.

@@ -24,3 +24,5 @@ mod latency;
 mod hostile;
 // Hostile senders: forged notifications are rejected, alerted on and never read.
 mod senders;
+// The health server under hostile clients.
+mod health;
