@@ -13,7 +13,7 @@
 //! - [`alert`]: what a detection becomes, with a deterministic id.
 //! - [`output`]: JSON lines and CSV.
 //! - [`scan`]: the offline driver behind `trailwatch scan`.
-//! - [`cli`]: the command line.
+//! - [`cli`]: the command line; [`logging`]: stderr logs, escaped.
 
 pub mod alert;
 pub mod aws;
@@ -24,6 +24,7 @@ pub mod health;
 pub mod identity;
 pub mod input;
 pub mod join;
+pub mod logging;
 pub mod metrics;
 pub mod output;
 pub mod record;

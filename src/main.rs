@@ -1,10 +1,9 @@
 //! The `trailwatch` binary: parse arguments, set up logging, run, map errors to exit codes.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use trailwatch::cli::{self, Cli, LogFormat};
+use trailwatch::cli::{self, Cli};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -20,18 +19,7 @@ fn main() -> ExitCode {
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TRAILWATCH_LOG")
-        .unwrap_or_else(|_| "info".into());
-    // Colours only for a person at a terminal: in a file, a pipe or a log group
-    // the escape codes are noise (and text logs are read back by tools).
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    trailwatch::logging::init(cli.log_format);
     match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -42,7 +30,10 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::from(cli::EXIT_OK);
             }
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                trailwatch::logging::Escaped(format_args!("{e:#}"))
+            );
             ExitCode::from(cli::EXIT_ERROR)
         }
     }

@@ -185,7 +185,7 @@ pub fn run(
                 {
                     let name = f.to_string_lossy();
                     if input::is_digest(&name) {
-                        tracing::debug!(file = %name, "skipping CloudTrail digest file");
+                        tracing::debug!(file = ?name, "skipping CloudTrail digest file");
                         summary.digests_skipped += 1;
                     } else {
                         objects.push(Object::Local(f));
@@ -202,7 +202,7 @@ pub fn run(
                     .block_on(input::s3::list(&s3.client, bucket, prefix))?
                 {
                     if input::is_digest(&key) {
-                        tracing::debug!(key = %key, "skipping CloudTrail digest file");
+                        tracing::debug!(key = ?key, "skipping CloudTrail digest file");
                         summary.digests_skipped += 1;
                     } else {
                         objects.push(Object::S3 {
@@ -277,6 +277,34 @@ pub fn run(
     Ok(summary)
 }
 
+/// `s` for a diagnostic line, with control characters (C0, DEL, C1), line and
+/// paragraph separators and bidirectional overrides escaped (`\n`, `\u{1b}`): file
+/// names, keys and record errors come from outside, and a newline or an escape
+/// sequence in them must not forge a line or reach the terminal.
+fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let escape = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.contains(escape) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if escape(c) => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
 /// Opens an object for reading; `Err` is the message to print.
 fn open(obj: &Object, s3: Option<&S3>) -> Result<Box<dyn Read + Send>, String> {
     match obj {
@@ -324,13 +352,14 @@ impl Consumer<'_> {
     fn open_failed(&mut self, msg: &str, diag: &mut dyn Write) -> std::io::Result<()> {
         self.summary.files += 1;
         self.summary.files_failed += 1;
-        writeln!(diag, "{msg}")
+        writeln!(diag, "{}", printable(msg))
     }
 
     fn bad(&mut self, name: &str, position: Position, error: &RecordError, diag: &mut dyn Write) {
         self.shown += 1;
         if self.shown <= RECORD_ERRORS_SHOWN {
-            let _ = writeln!(diag, "trailwatch: {name}: {position}: {error}");
+            let line = format!("trailwatch: {name}: {position}: {error}");
+            let _ = writeln!(diag, "{}", printable(&line));
         }
     }
 
@@ -508,7 +537,8 @@ impl Consumer<'_> {
         if self.shown > RECORD_ERRORS_SHOWN {
             writeln!(
                 diag,
-                "trailwatch: {name}: {} more record errors not shown",
+                "trailwatch: {}: {} more record errors not shown",
+                printable(name),
                 self.shown - RECORD_ERRORS_SHOWN
             )?;
         }
@@ -524,7 +554,7 @@ impl Consumer<'_> {
                 s.record_errors += e.stats.record_errors;
                 s.bytes += e.stats.bytes;
                 s.files_failed += 1;
-                writeln!(diag, "trailwatch: {name}: {e}")?;
+                writeln!(diag, "{}", printable(&format!("trailwatch: {name}: {e}")))?;
             }
         }
         if let Some(b) = self.bar {

@@ -71,7 +71,12 @@ fn a_malformed_access_log_line_fails_alone() {
     let bad = dir.path().join("2024-11-05-10-25-00-BADLINE000000000");
     write(&bad, &log);
     let (code, out, err) = run(trailwatch()
-        .args(["scan", "--rules", "rules/s3-sso-object-delete.toml", "tests/data/seed"])
+        .args([
+            "scan",
+            "--rules",
+            "rules/s3-sso-object-delete.toml",
+            "tests/data/seed",
+        ])
         .arg(&bad));
     assert_eq!(code, 2, "a malformed line is an error: {err}");
     assert!(
@@ -83,7 +88,11 @@ fn a_malformed_access_log_line_fails_alone() {
         .iter()
         .find(|a| a["event"]["eventName"] == "DeleteObjects")
         .unwrap();
-    assert_eq!(batch["deleted_keys"].as_array().unwrap().len(), 3, "{batch}");
+    assert_eq!(
+        batch["deleted_keys"].as_array().unwrap().len(),
+        3,
+        "{batch}"
+    );
 }
 
 /// The sample server access log beside the seed scenario.

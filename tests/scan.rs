@@ -479,7 +479,10 @@ fn help_is_plain_text() {
         assert_eq!(code, 0);
         assert!(out.contains("Usage: trailwatch"), "{out}");
         for markup in ["[`", "`]", "](", "crate::", "::"] {
-            assert!(!out.contains(markup), "`{args:?} --help` shows {markup:?}:\n{out}");
+            assert!(
+                !out.contains(markup),
+                "`{args:?} --help` shows {markup:?}:\n{out}"
+            );
         }
     }
 }

@@ -403,16 +403,51 @@ impl RuleSet {
         loader.finish()
     }
 
-    fn load_with(path: &Path, mut loader: syntax::Loader) -> Result<RuleSet, Diagnostics> {
-        let files = rule_files(path).map_err(|e| {
+    fn load_with(path: &Path, loader: syntax::Loader) -> Result<RuleSet, Diagnostics> {
+        let cannot = |e: std::io::Error| {
             Diagnostics(vec![Diagnostic {
                 path: path.to_path_buf(),
                 line: 1,
                 col: 1,
-                message: format!("cannot read rules: {e} (set --rules or TRAILWATCH_RULES to the rules directory)"),
+                message: format!(
+                    "cannot read rules: {e} (set --rules or TRAILWATCH_RULES to the rules directory)"
+                ),
             }])
-        })?;
-        for f in &files {
+        };
+        let tree = walk(path).map_err(cannot)?;
+        // The rules directory, resolved: rule files (through symlinks) and the
+        // tests' `file`s must be inside it. For a single rule file, its directory.
+        let root = if tree.single_file {
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .canonicalize()
+        } else {
+            path.canonicalize()
+        }
+        .map_err(cannot)?;
+        let mut loader = loader.with_root(&root);
+        for d in &tree.skipped_dirs {
+            loader.warning_at_file(
+                d,
+                "symlinked directory not followed: rules are read from real directories only (a link such as `loop -> .` would make the walk endless); link the rule files themselves instead".into(),
+            );
+        }
+        for f in &tree.files {
+            if !tree.single_file
+                && f.symlink_metadata()
+                    .is_ok_and(|m| m.file_type().is_symlink())
+                && f.canonicalize().is_ok_and(|t| !t.starts_with(&root))
+            {
+                loader.error_at_file(
+                    f,
+                    format!(
+                        "the symlink leads outside the rules directory {}: a symlinked rule file must point to a file inside it",
+                        root.display()
+                    ),
+                );
+                continue;
+            }
             match std::fs::read_to_string(f) {
                 Ok(src) => loader.add(f, &src),
                 Err(e) => loader.error_at_file(f, format!("cannot read rule file: {e}")),
@@ -434,20 +469,67 @@ pub fn today() -> (i32, u8, u8) {
 }
 
 /// `*.toml` files under `path` (except those named `_*`), sorted; `path` itself
-/// when it is a file.
+/// when it is a file. Symlinked directories are not followed (see [`walk`]).
 pub fn rule_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
-    if std::fs::metadata(path)?.is_file() {
-        return Ok(vec![path.to_path_buf()]);
+    Ok(walk(path)?.files)
+}
+
+/// What [`walk`] found.
+struct RuleTree {
+    files: Vec<PathBuf>,
+    /// Symlinks to directories, not followed.
+    skipped_dirs: Vec<PathBuf>,
+    /// `path` named one file.
+    single_file: bool,
+}
+
+/// The rule files under `path`, recursively, in path order. `path` itself is
+/// followed when it is a symlink; below it, symlinks to directories are not (a
+/// link such as `loop -> .` or `up -> ..` would make the walk endless, and a
+/// directory tree has no cycles without them), while symlinks to files are kept:
+/// [`RuleSet::load`] reads them when they point inside the rules directory.
+fn walk(path: &Path) -> std::io::Result<RuleTree> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    if !meta.is_dir() {
+        return Ok(RuleTree {
+            files: vec![path.to_path_buf()],
+            skipped_dirs: Vec::new(),
+            single_file: true,
+        });
     }
     // Files whose name starts with `_` hold data for tools, not rules.
-    Ok(crate::input::local_files(path)?
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .filter(|p| {
-            !p.file_name()
+    let is_rule = |p: &Path| {
+        p.extension().is_some_and(|x| x == "toml")
+            && !p
+                .file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with('_'))
-        })
-        .collect())
+    };
+    let mut files = Vec::new();
+    let mut skipped_dirs = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let p = entry.path();
+            // The entry itself, not what a symlink points to.
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                stack.push(p);
+            } else if kind.is_symlink() && p.is_dir() {
+                skipped_dirs.push(p);
+            } else if is_rule(&p) {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    skipped_dirs.sort();
+    Ok(RuleTree {
+        files,
+        skipped_dirs,
+        single_file: false,
+    })
 }
 
 #[cfg(test)]

@@ -64,6 +64,8 @@ pub struct Loader {
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     ids: HashMap<String, (PathBuf, usize, usize)>,
+    /// The rules directory, resolved (see [`Loader::with_root`]).
+    root: Option<PathBuf>,
 }
 
 impl Loader {
@@ -76,7 +78,16 @@ impl Loader {
             errors: Vec::new(),
             warnings: Vec::new(),
             ids: HashMap::new(),
+            root: None,
         }
+    }
+
+    /// The rules directory (resolved, as [`Path::canonicalize`] gives it): the
+    /// `file` of a `[[test]]` must be inside it. Without one, each rule file's own
+    /// directory is.
+    pub fn with_root(mut self, root: &Path) -> Loader {
+        self.root = Some(root.to_path_buf());
+        self
     }
 
     /// A loader that leaves `[[test]]` tables alone: for runs that only detect,
@@ -98,6 +109,7 @@ impl Loader {
             skip_tests: self.skip_tests,
             today: self.today,
             inherited_expand: false,
+            root: self.root.as_deref(),
         };
         let rule = cx.rule();
         let FileCx {
@@ -132,6 +144,15 @@ impl Loader {
 
     pub fn error_at_file(&mut self, path: &Path, message: String) {
         self.errors.push(Diagnostic {
+            path: path.to_path_buf(),
+            line: 1,
+            col: 1,
+            message,
+        });
+    }
+
+    pub fn warning_at_file(&mut self, path: &Path, message: String) {
+        self.warnings.push(Diagnostic {
             path: path.to_path_buf(),
             line: 1,
             col: 1,
@@ -177,6 +198,8 @@ struct FileCx<'a> {
     today: (i32, u8, u8),
     /// `expand = true` of an enclosing table, for a nested `not`.
     inherited_expand: bool,
+    /// The rules directory, resolved ([`Loader::with_root`]).
+    root: Option<&'a Path>,
 }
 
 fn key_of<'t>(
@@ -346,6 +369,10 @@ impl<'a> FileCx<'a> {
     fn duration_ms(&mut self, v: &SValue<'_>, what: &str) -> Option<(i64, String)> {
         let text = self.string(v, what)?;
         match humantime::parse_duration(&text) {
+            Ok(d) if d > MAX_WINDOW => {
+                self.err(v.span(), format!("`{what}` must be at most 7d (7 days), found `{text}`: a rule keeps its matching events for the window plus 1h of lateness, in memory"));
+                None
+            }
             Ok(d) if d.as_secs() >= 1 => Some((d.as_millis() as i64, text)),
             Ok(_) => {
                 self.err(v.span(), format!("`{what}` must be at least 1s"));
@@ -1257,14 +1284,10 @@ impl<'a> FileCx<'a> {
         }
         if let Some((_, fv)) = key_of(tt, "file") {
             if let Some(rel) = self.string(fv, "file") {
-                let file = self.path.parent().unwrap_or(Path::new(".")).join(&rel);
-                match read_event_file(&file) {
+                match self.test_file(&rel).and_then(|f| read_event_file(&f)) {
                     Ok(list) => events.extend(list),
                     Err(e) => {
-                        self.err(
-                            fv.span(),
-                            format!("test `{name}`: cannot use {}: {e}", file.display()),
-                        );
+                        self.err(fv.span(), format!("test `{name}`: {e}"));
                         ok = false;
                     }
                 }
@@ -1287,6 +1310,63 @@ impl<'a> FileCx<'a> {
         })
     }
 }
+
+impl FileCx<'_> {
+    /// Where a test's `file` is: `rel` from the rule file's directory, which must
+    /// stay inside the rules directory. Refused before anything is opened when it
+    /// leads out as written (an absolute path, `..`), and after resolving when a
+    /// symlink leads out. `Err` is the message.
+    fn test_file(&self, rel: &str) -> Result<PathBuf, String> {
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let cannot =
+            |e: &dyn std::fmt::Display| format!("cannot use {}: {e}", dir.join(rel).display());
+        let dir = dir.canonicalize().map_err(|e| cannot(&e))?;
+        let root = self.root.unwrap_or(&dir);
+        let outside = || {
+            format!(
+                "`{rel}` is outside the rules directory {}: a test file is named relative to the rule file and must be inside that directory",
+                root.display()
+            )
+        };
+        if !lexically_normal(&dir.join(rel)).starts_with(root) {
+            return Err(outside());
+        }
+        let file = dir.join(rel).canonicalize().map_err(|e| cannot(&e))?;
+        if !file.starts_with(root) {
+            return Err(outside());
+        }
+        if !std::fs::metadata(&file).map_err(|e| cannot(&e))?.is_file() {
+            return Err(cannot(&"not a regular file"));
+        }
+        Ok(file)
+    }
+}
+
+/// `p` with `.` and `..` components resolved as written (no file system access).
+fn lexically_normal(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The longest `[threshold]` or `[suppress]` window. State is kept in memory for
+/// the window plus [`super::threshold::LATENESS_MS`], for the whole of a scan or
+/// the life of `trailwatch run`: a week bounds that and still covers slow
+/// patterns over a working week; longer baselines belong in a data lake.
+pub const MAX_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 60 * 60);
 
 /// How many capture groups a pattern has, for the `extract` error message.
 fn r_groups(pat: &str) -> String {
@@ -1593,6 +1673,39 @@ reason = "backup job"
             }
         }
         assert!(error("id = \"x\"\n").contains("missing required key `title`"));
+    }
+
+    #[test]
+    fn windows_are_at_most_seven_days() {
+        let rule = |section: &str, window: &str| {
+            let count = if section == "threshold" {
+                "count = 2\n"
+            } else {
+                ""
+            };
+            format!(
+                "id = \"x\"\ntitle = \"t\"\nseverity = \"low\"\n[match]\na = 1\n[{section}]\n{count}window = \"{window}\"\n"
+            )
+        };
+        for (section, line) in [("threshold", 8), ("suppress", 7)] {
+            for ok in ["7d", "1w", "168h", "6d 23h 59m 59s"] {
+                let mut l = Loader::new(Strictness::Check, (2026, 1, 1));
+                l.add(Path::new("t.toml"), &rule(section, ok));
+                if let Err(d) = l.finish() {
+                    panic!("[{section}] window = {ok:?} loads: {d}");
+                }
+            }
+            for bad in ["7d 1s", "30d", "100000000000y", "18446744073709551615s"] {
+                let e = error(&rule(section, bad));
+                let at = format!("t.toml:{line}:10: `window`");
+                assert!(e.contains(&at), "[{section}] window = {bad:?}: {e}");
+            }
+            let e = error(&rule(section, "8d"));
+            assert!(
+                e.contains("`window` must be at most 7d"),
+                "[{section}]: {e}"
+            );
+        }
     }
 
     #[test]

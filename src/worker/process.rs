@@ -117,13 +117,13 @@ async fn handle(state: &State, source: &Source, meta: &MessageMeta, body: &str) 
             return true;
         }
         Ok(Notification::NothingToDo(why)) => {
-            tracing::debug!(message_id = %id, reason = %why, "notification names no new objects; deleting it");
+            tracing::debug!(message_id = %id, reason = ?why, "notification names no new objects; deleting it");
             return true;
         }
         Err(e) => {
             state.metrics.add(Counter::NotificationErrors, 1);
             let preview: String = body.chars().take(200).collect();
-            tracing::error!(message_id = %id, error = %e, body = %preview, "cannot read SQS message");
+            tracing::error!(message_id = %id, error = %e, body = ?preview, "cannot read SQS message");
             return false;
         }
     };
@@ -138,7 +138,7 @@ async fn handle(state: &State, source: &Source, meta: &MessageMeta, body: &str) 
             continue;
         }
         if !source.wanted(&obj.key) {
-            tracing::debug!(bucket = %obj.bucket, key = %obj.key, "skipped by the include/exclude key filters");
+            tracing::debug!(bucket = ?obj.bucket, key = ?obj.key, "skipped by the include/exclude key filters");
             state.metrics.add(Counter::ObjectsSkipped, 1);
             continue;
         }
@@ -205,7 +205,7 @@ async fn object(state: &State, source: &Source, obj: &ObjectRef) -> Result<(), O
     if let Some(etag) = &obj.etag
         && done_before(state, &bucket, &key, etag.trim_matches('"'))
     {
-        tracing::info!(bucket = %bucket, key = %key, "already processed (redelivery); skipping");
+        tracing::info!(bucket = ?bucket, key = ?key, "already processed (redelivery); skipping");
         state.metrics.add(Counter::ObjectsSkipped, 1);
         return Ok(());
     }
@@ -220,7 +220,7 @@ async fn object(state: &State, source: &Source, obj: &ObjectRef) -> Result<(), O
     };
     let etag = etag.unwrap_or_default();
     if done_before(state, &bucket, &key, &etag) {
-        tracing::info!(bucket = %bucket, key = %key, "already processed (redelivery); skipping");
+        tracing::info!(bucket = ?bucket, key = ?key, "already processed (redelivery); skipping");
         state.metrics.add(Counter::ObjectsSkipped, 1);
         return Ok(());
     }
@@ -280,7 +280,7 @@ async fn object(state: &State, source: &Source, obj: &ObjectRef) -> Result<(), O
         stats.records - stats.record_errors,
     );
     state.metrics.add_lag(&counts.lag);
-    tracing::info!(bucket = %bucket, key = %key, records = stats.records, record_errors = stats.record_errors,
+    tracing::info!(bucket = ?bucket, key = ?key, records = stats.records, record_errors = stats.record_errors,
         alerts = counts.alerts, "file processed");
     state
         .completed
