@@ -15,6 +15,10 @@ pub struct EngineOptions {
     /// Evaluate every rule on every event instead of using the rule index (the
     /// reference behaviour the index is tested against).
     pub no_index: bool,
+    /// The wall clock, in milliseconds since the epoch, when it is not the
+    /// system's (tests): events dated more than
+    /// [`threshold::FUTURE_TOLERANCE_MS`] after it move no rule's marks.
+    pub now_ms: Option<i64>,
 }
 
 /// A rule that fired on an event.
@@ -43,6 +47,9 @@ pub struct Engine {
     state: Vec<RuleState>,
     options: EngineOptions,
     today: (i32, u8, u8),
+    /// The latest event time trusted to move rules' marks: the wall clock plus
+    /// [`threshold::FUTURE_TOLERANCE_MS`]. Re-read when an event lies beyond it.
+    horizon_ms: i64,
     /// Events that matched each rule's condition (before thresholds/suppression).
     matches: Vec<u64>,
     scratch: Vec<usize>,
@@ -76,6 +83,7 @@ impl Engine {
             state: (0..n).map(|_| RuleState::default()).collect(),
             options,
             today: crate::rules::today(),
+            horizon_ms: horizon(options.now_ms),
             matches: vec![0; n],
             scratch: Vec::new(),
         }
@@ -85,6 +93,18 @@ impl Engine {
     /// it between files in long-running processes.
     pub fn refresh_clock(&mut self) {
         self.today = crate::rules::today();
+        self.horizon_ms = horizon(self.options.now_ms);
+    }
+
+    /// Whether an event at `t` is too far ahead of the wall clock to move any
+    /// rule's marks. The clock is only read again for such an event (rare), so
+    /// that a long stream does not judge by a stale one.
+    fn ahead(&mut self, t: i64) -> bool {
+        if t <= self.horizon_ms {
+            return false;
+        }
+        self.horizon_ms = horizon(self.options.now_ms);
+        t > self.horizon_ms
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -188,14 +208,19 @@ impl Engine {
     /// order; returns the detection unless a threshold is not reached yet or
     /// suppression drops it.
     pub fn record(&mut self, i: usize, o: Observation) -> Option<Detection> {
-        let rule = &self.rules[i];
         self.matches[i] += 1;
         if self.options.ignore_thresholds {
             return Some(Detection { rule: i, hit: None });
         }
+        // An event dated beyond the trusted horizon is evaluated like any other,
+        // but moves no mark: one forged record from 2099 must not make every
+        // real event after it late.
+        let ahead = o.time_ms.is_some_and(|t| self.ahead(t));
+        let rule = &self.rules[i];
         let st = &mut self.state[i];
         // An event without a usable eventTime counts at the newest time seen.
         let t = match o.time_ms {
+            Some(t) if ahead => t,
             Some(t) => {
                 st.newest_ms = Some(st.newest_ms.map_or(t, |n| n.max(t)));
                 t
@@ -208,14 +233,21 @@ impl Engine {
                     // No value to count: the event cannot add a distinct value.
                     return None;
                 }
-                Some(st.threshold.observe(th, t, o.group, o.distinct)?)
+                Some(match ahead {
+                    false => st.threshold.observe(th, t, o.group, o.distinct)?,
+                    true => st.threshold.observe_ahead(th, t, o.group, o.distinct)?,
+                })
             }
             None => None,
         };
-        if let Some(s) = &rule.suppress
-            && !st.suppress.admit(s, o.suppress, t)
-        {
-            return None;
+        if let Some(s) = &rule.suppress {
+            let admitted = match ahead {
+                false => st.suppress.admit(s, o.suppress, t),
+                true => st.suppress.admit_ahead(s, o.suppress, t),
+            };
+            if !admitted {
+                return None;
+            }
         }
         Some(Detection { rule: i, hit })
     }
@@ -508,6 +540,17 @@ fn rank(field: &FieldRef, lits: &[Lit]) -> u8 {
     }
 }
 
+/// The latest event time trusted to move rules' marks when the wall clock reads
+/// `now_ms` (the system's when `None`).
+fn horizon(now_ms: Option<i64>) -> i64 {
+    let now = now_ms.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    });
+    now.saturating_add(threshold::FUTURE_TOLERANCE_MS)
+}
+
 /// The values of `fields` for `e` (first value of each; `None` when absent).
 pub fn key(e: &Event, fields: &[(String, FieldRef)]) -> Key {
     fields
@@ -636,6 +679,80 @@ mod tests {
         for (json, want) in cases {
             assert_eq!(candidates(&engine, &event(json.clone())), want, "{json}");
         }
+    }
+
+    /// The clock the tests below set: 2024-11-05T12:00:00Z.
+    const NOW_MS: i64 = 1_730_808_000_000;
+
+    fn denial(time: &str, user: &str) -> Event {
+        event(serde_json::json!({
+            "eventTime": time, "eventName": "GetObject", "errorCode": "AccessDenied",
+            "userIdentity": {"type": "IAMUser", "userName": user, "accountId": "111122223333"}
+        }))
+    }
+
+    #[test]
+    fn events_dated_ahead_of_the_clock_are_evaluated_but_move_no_mark() {
+        let rules = [
+            (
+                "burst",
+                "[match]\n\"event.denied\" = true\n[threshold]\ncount = 3\nwindow = \"5m\"\ngroup_by = \"actor.name\"\n",
+            ),
+            (
+                "each",
+                "[match]\n\"event.denied\" = true\n[suppress]\nwindow = \"30m\"\n",
+            ),
+        ];
+        let options = EngineOptions {
+            now_ms: Some(NOW_MS),
+            ..EngineOptions::default()
+        };
+        let fired = |events: &[Event]| {
+            let mut engine = engine(&rules, options);
+            let mut out = Vec::new();
+            let mut ids = Vec::new();
+            for e in events {
+                out.clear();
+                engine.evaluate(e, &mut out);
+                ids.push(
+                    out.iter()
+                        .map(|d| engine.rules[d.rule].id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+            }
+            ids
+        };
+        // Dated 2099: it alerts where a single event can (and is suppressed for
+        // itself), while the real burst after it still fires and is let through.
+        assert_eq!(
+            fired(&[
+                denial("2099-01-01T00:00:00Z", "mallory"),
+                denial("2099-01-01T00:00:01Z", "mallory"),
+                denial("2024-11-05T10:00:00Z", "mallory"),
+                denial("2024-11-05T10:01:00Z", "mallory"),
+                denial("2024-11-05T10:02:00Z", "mallory"),
+            ]),
+            ["each", "", "each", "", "burst"]
+        );
+        // Within the tolerance (15 minutes) an event is trusted: it moves the
+        // marks as before, and the events over an hour behind it are late (the
+        // burst's are forgotten at once, and so are the alerts they let through).
+        let trusted = fired(&[
+            denial("2024-11-05T12:14:00Z", "mallory"),
+            denial("2024-11-05T10:00:00Z", "mallory"),
+            denial("2024-11-05T10:01:00Z", "mallory"),
+            denial("2024-11-05T10:02:00Z", "mallory"),
+        ]);
+        assert_eq!(trusted, ["each", "each", "each", "each"]);
+        // The same event 16 minutes ahead of the clock no longer moves them.
+        let ahead = fired(&[
+            denial("2024-11-05T12:16:00Z", "mallory"),
+            denial("2024-11-05T10:00:00Z", "mallory"),
+            denial("2024-11-05T10:01:00Z", "mallory"),
+            denial("2024-11-05T10:02:00Z", "mallory"),
+        ]);
+        assert_eq!(ahead, ["each", "each", "", "burst"]);
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! `"..."` quoted fields, `-` for absent. Parsed into a JSON object whose keys are the
 //! field names AWS documents, so rules with `log_type = "s3_access"` address them
 //! like CloudTrail fields. Fields AWS appends in the future are kept, never fatal.
+//!
+//! The lines are written by the requesters (keys, URIs, user agents, referers), so
+//! a line is refused beyond [`MAX_LINE_BYTES`] as it is read, and beyond
+//! [`MAX_FIELDS`] fields as it is split: no line holds more memory than that.
 
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value};
@@ -52,6 +56,21 @@ const NUMERIC: [&str; 5] = [
 /// Lines must have at least the fields up to `http_status`.
 const MIN_FIELDS: usize = 10;
 
+/// The longest line read, newline included. Real lines stay under about 10 KiB: the
+/// longest fields are the key (at most 1 KiB, up to 3 KiB percent-encoded, and
+/// again in the request URI), the user agent and the referer. A longer line is
+/// skipped as it is read, and fails alone.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// The most fields a line may have: AWS documents 27 (see [`FIELDS`]) and appends
+/// one now and then; more than this is not an access log line.
+pub const MAX_FIELDS: usize = 64;
+
+/// Why a line of `size` bytes was refused.
+pub fn too_long(size: u64) -> String {
+    format!("line is {size} bytes, over the cap of {MAX_LINE_BYTES} bytes for an access log line")
+}
+
 /// Splits a line into fields: bare tokens, `[bracketed]` and `"quoted"` ones.
 fn tokens(line: &str) -> Result<Vec<&str>, String> {
     let mut out = Vec::with_capacity(28);
@@ -63,6 +82,12 @@ fn tokens(line: &str) -> Result<Vec<&str>, String> {
         }
         if i >= b.len() {
             break;
+        }
+        if out.len() == MAX_FIELDS {
+            return Err(format!(
+                "more than {MAX_FIELDS} fields (at column {})",
+                i + 1
+            ));
         }
         let (start, end, next) = match b[i] {
             b'[' => {
@@ -105,6 +130,9 @@ pub fn parse_time(s: &str) -> Option<i64> {
 /// Parses one log line into its fields. Also sets `eventTime` (RFC 3339, for
 /// thresholds and output) and `key_decoded` (the key with `%XX` escapes decoded).
 pub fn parse_line(line: &str) -> Result<Map<String, Value>, String> {
+    if line.len() > MAX_LINE_BYTES {
+        return Err(too_long(line.len() as u64));
+    }
     let toks = tokens(line.trim_end_matches(['\r', '\n']))?;
     if toks.len() < MIN_FIELDS {
         return Err(format!(
@@ -251,5 +279,25 @@ mod tests {
         }
         assert!(!looks_like_access_log("{\"Records\":[]}"));
         assert!(!looks_like_access_log("hello world"));
+    }
+
+    #[test]
+    fn lines_and_fields_are_capped() {
+        // AWS's fields plus a few it may append parse; a line of many more does not.
+        let line = |extra: usize| format!("{SAMPLE}{}", " future".repeat(extra));
+        let m = parse_line(&line(MAX_FIELDS - FIELDS.len())).unwrap();
+        assert_eq!(m["extra_fields"].as_array().unwrap().len(), 37);
+        let e = parse_line(&line(MAX_FIELDS - FIELDS.len() + 1)).unwrap_err();
+        assert!(e.starts_with("more than 64 fields (at column"), "{e}");
+        // However few its fields, a line over the cap is refused.
+        let long = format!("{SAMPLE} \"{}\"", "x".repeat(MAX_LINE_BYTES));
+        let e = parse_line(&long).unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "line is {} bytes, over the cap of 65536 bytes for an access log line",
+                long.len()
+            )
+        );
     }
 }

@@ -194,10 +194,13 @@ fn read_access_log(
         stats,
         error: SplitError::Io(e),
     };
+    // A line is written by the requester (key, URI, user agent): it is read up to
+    // the access log's own cap, far below the record cap, and no further.
+    let cap = limits.max_record_bytes.min(access_log::MAX_LINE_BYTES);
     loop {
         line.clear();
         let got = (&mut r)
-            .take(limits.max_record_bytes as u64 + 1)
+            .take(cap as u64 + 1)
             .read_until(b'\n', &mut line)
             .map_err(|e| io_err(stats, e))?;
         if got == 0 {
@@ -205,7 +208,7 @@ fn read_access_log(
         }
         stats.bytes += got as u64;
         n += 1;
-        if line.len() > limits.max_record_bytes && line.last() != Some(&b'\n') {
+        if line.len() > cap && line.last() != Some(&b'\n') {
             // Skip the rest of an oversized line without buffering it.
             let mut size = line.len() as u64;
             loop {
@@ -228,7 +231,10 @@ fn read_access_log(
             stats.record_errors += 1;
             on_item(Item::Bad {
                 position: Position::Line(n),
-                error: RecordError::TooLarge(size),
+                error: match cap < access_log::MAX_LINE_BYTES {
+                    true => RecordError::TooLarge(size),
+                    false => RecordError::AccessLog(access_log::too_long(size)),
+                },
             });
             continue;
         }
@@ -261,17 +267,22 @@ fn read_cloudtrail(
 ) -> Result<StreamStats, StreamError> {
     let mut stats = StreamStats::default();
     let mut split = RecordSplitter::new(reader, limits.max_record_bytes);
+    // The splitter enforces the depth cap as it reads: a deeper record is counted
+    // to its end, not buffered, and handed out without its text.
+    split.set_max_depth(limits.max_nesting_depth);
     let mut buf = Vec::with_capacity(8 * 1024);
     loop {
         match split.next_into(&mut buf) {
             Ok(None) => break,
             Ok(Some(slot)) => {
                 stats.records += 1;
+                // Depth first: the splitter stops at the depth cap before the size
+                // cap, so a nesting bomb is reported as what it is.
                 let parsed = match slot.oversized {
-                    Some(size) => Err(RecordError::TooLarge(size)),
-                    None if slot.depth > limits.max_nesting_depth => {
+                    _ if slot.depth > limits.max_nesting_depth => {
                         Err(RecordError::TooDeep(slot.depth, limits.max_nesting_depth))
                     }
+                    Some(size) => Err(RecordError::TooLarge(size)),
                     None => Event::parse_split(&buf, split.separators(), slot.syntax),
                 };
                 match parsed {
@@ -303,4 +314,87 @@ fn read_cloudtrail(
     }
     stats.bytes = split.bytes_read();
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Everything read from `input`: events as `event <index>`, bad items as
+    /// `<position>: <error>`, then the stream's error if any.
+    fn read_all(input: &[u8], limits: Limits) -> (Vec<String>, Option<String>) {
+        let mut got = Vec::new();
+        let result = read_events(input, limits, |item| {
+            got.push(match item {
+                Item::Event { index, .. } => format!("event {index}"),
+                Item::Bad { position, error } => format!("{position}: {error}"),
+            })
+        });
+        (got, result.err().map(|e| e.to_string()))
+    }
+
+    #[test]
+    fn an_overlong_access_log_line_fails_alone() {
+        let ok = |s: u32| {
+            format!(
+                "owner bkt [05/Nov/2024:10:00:{s:02} +0000] 192.0.2.3 - R{s} REST.GET.OBJECT k \"GET /k HTTP/1.1\" 200\n"
+            )
+        };
+        let long = format!(
+            "owner bkt [05/Nov/2024:10:00:01 +0000] {}\n",
+            "x ".repeat(access_log::MAX_LINE_BYTES)
+        );
+        let input = [ok(0), long.clone(), ok(2)].concat();
+        let (got, e) = read_all(input.as_bytes(), Limits::default());
+        assert_eq!(
+            got,
+            [
+                "event 0".to_owned(),
+                format!(
+                    "line 2: malformed S3 access log line: line is {} bytes, over the cap of 65536 bytes for an access log line",
+                    long.len()
+                ),
+                "event 2".to_owned(),
+            ]
+        );
+        assert_eq!(e, None);
+        // A lower record cap is the one that applies, and says so.
+        let limits = Limits {
+            max_record_bytes: 1000,
+            ..Limits::default()
+        };
+        let (got, _) = read_all(input.as_bytes(), limits);
+        assert!(got[1].starts_with("line 2: record is "), "{got:?}");
+        assert_eq!(got[2], "event 2");
+    }
+
+    #[test]
+    fn the_depth_cap_holds_while_a_record_is_read() {
+        let limits = Limits {
+            max_nesting_depth: 10,
+            max_record_bytes: 65536,
+            ..Limits::default()
+        };
+        // Closed: it fails alone, and is reported as too deep, not as too large.
+        let bomb = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+        let input = format!(r#"{{"Records":[{bomb},{{"eventName":"X"}}]}}"#);
+        let (got, e) = read_all(input.as_bytes(), limits);
+        assert_eq!(
+            got,
+            [
+                "record 0 (byte 12): record nests 200000 levels deep, over the cap of 10 (raise max_nesting_depth if this is a genuine record)",
+                "event 1"
+            ]
+        );
+        assert_eq!(e, None);
+        // Never closed: the record fails, then the file as truncated.
+        let input = format!(
+            r#"{{"Records":[{{"eventName":"X"}},{}"#,
+            "{\"a\":".repeat(100_000)
+        );
+        let (got, e) = read_all(input.as_bytes(), limits);
+        assert_eq!(got.len(), 2);
+        assert!(got[1].contains("nests 100000 levels deep"), "{got:?}");
+        assert!(e.unwrap().contains("truncated"));
+    }
 }

@@ -8,6 +8,11 @@
 //! ([`Syntax`]), so the parser need not read the record once more just to validate
 //! it (JSON lines after the first are cut at line ends and left to the parser). A
 //! record that is malformed inside but balanced is handed out and fails only itself.
+//!
+//! Both caps hold while a record is read, not only once it is whole: past
+//! [`RecordSplitter::set_max_depth`] levels of nesting (or past the size cap) the
+//! splitter stops stacking and copying the record and only counts its brackets to
+//! its end, so a nesting bomb costs no more memory than the caps allow.
 
 use std::io::{self, Read};
 
@@ -46,7 +51,9 @@ pub struct Slot {
     pub offset: u64,
     /// `Some(size)` when the record was larger than the cap: it was skipped, not buffered.
     pub oversized: Option<u64>,
-    /// How deeply the record's arrays and objects nest (1 for a flat object).
+    /// How deeply the record's arrays and objects nest (1 for a flat object; at
+    /// most `u32::MAX`). Over the depth cap ([`RecordSplitter::set_max_depth`]) the
+    /// record was skipped, not buffered, as an oversized one is: its text is empty.
     pub depth: u32,
     /// What the splitter found of the record's JSON syntax.
     pub syntax: Syntax,
@@ -86,6 +93,8 @@ enum State {
     Lines,
     /// Records concatenated with white space between them (pretty-printed).
     Concat,
+    /// The last record handed out never closed: the stream ended inside it.
+    Truncated,
     Done,
 }
 
@@ -113,6 +122,12 @@ pub struct RecordSplitter<R> {
     syntax: Syntax,
     /// The open arrays and objects (`[` or `{`) of the value being captured.
     open: Vec<u8>,
+    /// How deeply a record may nest: beyond it, the record is skipped.
+    max_nesting: u32,
+    /// How deeply a value is stacked while it is captured: the nesting cap, or the
+    /// size cap when that is lower (a value cannot nest deeper than it is long), so
+    /// that `open` stays within both.
+    stack_limit: u32,
 }
 
 impl<R: Read> RecordSplitter<R> {
@@ -133,7 +148,18 @@ impl<R: Read> RecordSplitter<R> {
             separators: Vec::with_capacity(64),
             syntax: Syntax::Unchecked,
             open: Vec::with_capacity(16),
+            max_nesting: super::DEFAULT_MAX_NESTING_DEPTH,
+            stack_limit: stack_limit(super::DEFAULT_MAX_NESTING_DEPTH, max_record),
         }
+    }
+
+    /// Sets how deeply a record's arrays and objects may nest (default
+    /// [`super::DEFAULT_MAX_NESTING_DEPTH`]). A deeper record is not buffered: the
+    /// splitter counts its brackets to its end and hands it out with its depth and
+    /// no text ([`Slot::depth`]), so it fails alone and memory stays within the cap.
+    pub fn set_max_depth(&mut self, depth: u32) {
+        self.max_nesting = depth;
+        self.stack_limit = stack_limit(depth, self.max_record);
     }
 
     /// Where the last record's top-level members are: the positions, in the text
@@ -164,6 +190,12 @@ impl<R: Read> RecordSplitter<R> {
         loop {
             match self.state {
                 State::Done => return Ok(None),
+                State::Truncated => {
+                    self.state = State::Done;
+                    return Err(SplitError::Truncated {
+                        offset: self.offset,
+                    });
+                }
                 State::Start => {
                     self.skip_bom();
                     let Some(b) = self.skip_ws()? else {
@@ -194,6 +226,9 @@ impl<R: Read> RecordSplitter<R> {
                                 // The first value is itself a record: JSON lines when it
                                 // sits on one line, otherwise concatenated objects.
                                 let slot = self.capture(out)?;
+                                if self.state == State::Truncated {
+                                    return Ok(Some(slot));
+                                }
                                 let one_line = slot.oversized.is_none() && !self.multiline;
                                 self.state = if one_line && self.line_ends_here()? {
                                     State::Lines
@@ -337,11 +372,16 @@ impl<R: Read> RecordSplitter<R> {
         if oversized.is_some() {
             out.clear();
         }
+        // A line is cut at its end, within the size cap, and measured once whole.
+        let depth = nesting_depth(out);
+        if depth > self.max_nesting {
+            out.clear();
+        }
         Ok(Some(Slot {
             index,
             offset: start,
             oversized,
-            depth: nesting_depth(out),
+            depth,
             syntax: match split {
                 Some(at) => Syntax::Invalid(at),
                 None => Syntax::Unchecked,
@@ -354,13 +394,21 @@ impl<R: Read> RecordSplitter<R> {
         let offset = self.offset;
         self.max_depth = 0;
         self.multiline = false;
-        let size = self.capture_raw(out, self.max_record)?;
+        let (size, closed) = self.capture_raw(out, self.max_record)?;
         let index = self.records;
         self.records += 1;
         let oversized = (size > self.max_record as u64).then(|| {
             out.clear();
             size
         });
+        if self.max_depth > self.max_nesting {
+            out.clear();
+            self.separators.clear();
+        }
+        if !closed {
+            // Skipped to the end of the stream, which ended inside it.
+            self.state = State::Truncated;
+        }
         Ok(Slot {
             index,
             offset,
@@ -371,8 +419,10 @@ impl<R: Read> RecordSplitter<R> {
     }
 
     /// Consumes one JSON value starting at the current (non-white-space) byte, copying
-    /// at most `cap` bytes of it into `out`; returns its full size.
-    fn capture_raw(&mut self, out: &mut Vec<u8>, cap: usize) -> Result<u64, SplitError> {
+    /// at most `cap` bytes of it into `out`; returns its full size, and whether it
+    /// closed (`false` only for a value nested deeper than the stack limit, skipped
+    /// to the end of the stream: other unclosed values are [`SplitError::Truncated`]).
+    fn capture_raw(&mut self, out: &mut Vec<u8>, cap: usize) -> Result<(u64, bool), SplitError> {
         let first = self.buf[self.pos];
         let scalar = !matches!(first, b'{' | b'[' | b'"');
         if matches!(first, b',' | b']' | b'}' | b':') {
@@ -383,7 +433,7 @@ impl<R: Read> RecordSplitter<R> {
         let from = out.len();
         let result = self.capture_loop(out, cap, scalar, &mut seps);
         self.separators = seps;
-        if let (Ok(size), Syntax::Valid) = (&result, self.syntax) {
+        if let (Ok((size, _)), Syntax::Valid) = (&result, self.syntax) {
             // The grammar was checked as the bytes went by; raw control characters
             // inside strings are looked for here, in one pass the compiler
             // vectorises: the copy has no white space left outside strings, so any
@@ -404,9 +454,12 @@ impl<R: Read> RecordSplitter<R> {
         cap: usize,
         scalar: bool,
         seps: &mut Vec<u32>,
-    ) -> Result<u64, SplitError> {
+    ) -> Result<(u64, bool), SplitError> {
         let mut size: u64 = 0;
         let mut depth: u32 = 0;
+        let limit = self.stack_limit;
+        // Set when the value nests deeper than `limit`: the rest is only counted.
+        let mut deep = false;
         let mut in_str = false;
         let mut escaped = false;
         // The grammar check: what may come next, and how many hex digits of a
@@ -423,7 +476,7 @@ impl<R: Read> RecordSplitter<R> {
         let result = loop {
             if self.pos == self.end && !self.fill()? {
                 if scalar && size > 0 {
-                    break Ok(size);
+                    break Ok((size, true));
                 }
                 break Err(SplitError::Truncated {
                     offset: self.offset,
@@ -551,6 +604,12 @@ impl<R: Read> RecordSplitter<R> {
                     b'{' | b'[' => {
                         depth += 1;
                         self.max_depth = self.max_depth.max(depth);
+                        if depth > limit {
+                            // Too deep to stack: the rest is counted, not kept.
+                            i += 1;
+                            deep = true;
+                            break;
+                        }
                         next = match next {
                             Next::Value | Next::ValueOrClose => {
                                 open.push(b);
@@ -621,10 +680,24 @@ impl<R: Read> RecordSplitter<R> {
             size += i as u64;
             self.advance(i);
             if done {
-                break Ok(size);
+                break Ok((size, true));
+            }
+            if size > cap as u64 {
+                // Past the cap the separators point nowhere: keep them from
+                // growing with the record (at most a chunk's worth are held).
+                seps.clear();
+            }
+            if deep {
+                break self
+                    .skip_nested(u64::from(depth))
+                    .map(|(rest, closed)| (size + rest, closed));
             }
         };
+        if deep {
+            seps.clear();
+        }
         self.syntax = match (scalar, fault, next) {
+            _ if deep => Syntax::Unchecked,
             (true, _, _) => Syntax::Unchecked,
             (false, Some(at), _) => Syntax::Invalid(at),
             (false, None, Next::Comma) => Syntax::Valid,
@@ -632,6 +705,97 @@ impl<R: Read> RecordSplitter<R> {
         };
         self.open = open;
         result
+    }
+
+    /// Consumes the rest of a value that is `depth` arrays and objects deep at the
+    /// current byte (outside any string), without keeping any of it: only its
+    /// brackets are counted, to its end, and the deepest nesting is noted in
+    /// `max_depth`. Returns the bytes consumed and whether the value closed (or the
+    /// stream ended first).
+    ///
+    /// Only a value past the stack limit comes here (a nesting bomb: millions of
+    /// `[`), so it goes eight bytes at a time through runs of brackets.
+    fn skip_nested(&mut self, mut depth: u64) -> Result<(u64, bool), SplitError> {
+        const CASE: u64 = u64::from_ne_bytes([0x20; 8]);
+        const OPEN: u64 = u64::from_ne_bytes([b'{'; 8]);
+        const CLOSE: u64 = u64::from_ne_bytes([b'}'; 8]);
+        const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
+        let mut deepest = depth;
+        let (mut in_str, mut escaped) = (false, false);
+        let mut size = 0u64;
+        let closed = loop {
+            if self.pos == self.end && !self.fill()? {
+                break false;
+            }
+            let chunk = &self.buf[self.pos..self.end];
+            let mut i = 0;
+            let mut done = false;
+            while i < chunk.len() {
+                if escaped {
+                    escaped = false;
+                    i += 1;
+                    continue;
+                }
+                if in_str {
+                    match quote_or_backslash(&chunk[i..]) {
+                        None => i = chunk.len(),
+                        Some(j) => {
+                            i += j;
+                            escaped = chunk[i] == b'\\';
+                            in_str = escaped;
+                            i += 1;
+                        }
+                    }
+                    continue;
+                }
+                if let Some(word) = chunk.get(i..i + 8) {
+                    // No quote among eight bytes: count their brackets at once
+                    // (`[` and `]` are `{` and `}` with bit 5 clear), unless they
+                    // both open and close, or may close the value.
+                    let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+                    if zero_bytes(w ^ QUOTES) == 0 {
+                        let opens = u64::from(zero_bytes((w | CASE) ^ OPEN).count_ones());
+                        let closes = u64::from(zero_bytes((w | CASE) ^ CLOSE).count_ones());
+                        if closes == 0 {
+                            depth += opens;
+                            deepest = deepest.max(depth);
+                            i += 8;
+                            continue;
+                        }
+                        if opens == 0 && closes < depth {
+                            depth -= closes;
+                            i += 8;
+                            continue;
+                        }
+                    }
+                }
+                match chunk[i] {
+                    b'"' => in_str = true,
+                    b'[' | b'{' => {
+                        depth += 1;
+                        deepest = deepest.max(depth);
+                    }
+                    b']' | b'}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            i += 1;
+                            done = true;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            size += i as u64;
+            self.advance(i);
+            if done {
+                break true;
+            }
+        };
+        let deepest = u32::try_from(deepest).unwrap_or(u32::MAX);
+        self.max_depth = self.max_depth.max(deepest);
+        Ok((size, closed))
     }
 
     /// When the buffered bytes start with `{ "Records" : [`, the length of that prefix.
@@ -831,6 +995,22 @@ pub fn word_marks(w: u64, control: bool) -> u64 {
         marks |= w.wrapping_sub(SPACES) & !w;
     }
     marks & HIGH
+}
+
+/// How deeply a value is stacked while it is captured: the nesting cap, or the
+/// size cap when lower.
+fn stack_limit(max_nesting: u32, max_record: usize) -> u32 {
+    // One below `u32::MAX`, so that the depth counted up to it cannot overflow.
+    max_nesting
+        .min(u32::try_from(max_record).unwrap_or(u32::MAX))
+        .min(u32::MAX - 1)
+}
+
+/// The high bit of each byte of `w` that is zero, exactly (no borrow between bytes).
+#[inline]
+fn zero_bytes(w: u64) -> u64 {
+    const LOW: u64 = u64::from_ne_bytes([0x7f; 8]);
+    !(((w & LOW).wrapping_add(LOW)) | w | LOW)
 }
 
 /// How deeply arrays and objects nest in `json` (strings are skipped).
@@ -1295,6 +1475,210 @@ mod tests {
             valid > 1000 && invalid > 1000,
             "{valid} valid, {invalid} invalid"
         );
+    }
+
+    /// Splits `input` read `step` bytes at a time with a depth cap: each record as
+    /// its depth and text, then the final error if any.
+    fn split_deep(
+        input: &[u8],
+        step: usize,
+        max_depth: u32,
+        max_record: usize,
+    ) -> (Vec<(u32, String)>, Option<String>) {
+        let mut s = RecordSplitter::new(Trickle { data: input, step }, max_record);
+        s.set_max_depth(max_depth);
+        let mut out = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            match s.next_into(&mut out) {
+                Ok(Some(slot)) => got.push((slot.depth, String::from_utf8(out.clone()).unwrap())),
+                Ok(None) => return (got, None),
+                Err(e) => return (got, Some(e.to_string())),
+            }
+        }
+    }
+
+    #[test]
+    fn a_nesting_bomb_is_counted_not_stacked() {
+        const N: usize = 3_000_000;
+        let mut input = br#"{"Records":["#.to_vec();
+        input.resize(input.len() + N, b'[');
+        let mut s = RecordSplitter::new(&input[..], 65536);
+        s.set_max_depth(10);
+        let mut out = Vec::new();
+        let slot = s.next_into(&mut out).unwrap().unwrap();
+        assert_eq!((slot.index, slot.offset, slot.depth), (0, 12, N as u32));
+        assert!(out.is_empty());
+        // Nothing grew with the input: the stack stopped at the cap.
+        assert!(s.open.capacity() <= 64, "{}", s.open.capacity());
+        assert!(out.capacity() <= 1024, "{}", out.capacity());
+        // The stream ended inside the record: the file is truncated.
+        let e = s.next_into(&mut out).unwrap_err();
+        assert!(matches!(e, SplitError::Truncated { offset } if offset == input.len() as u64));
+        assert!(matches!(s.next_into(&mut out), Ok(None)));
+        // The same for a record that is the first value of the stream.
+        let mut input = br#"{"a":"#.to_vec();
+        input.resize(input.len() + 1000, b'{');
+        let (r, e) = split_deep(&input, READ_CHUNK, 10, 65536);
+        assert_eq!(r, vec![(1001, String::new())]);
+        assert!(e.unwrap().contains("truncated"));
+    }
+
+    #[test]
+    fn a_record_too_deep_fails_alone_and_the_next_is_read() {
+        let bomb = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        for step in [1, 3, 7, 4096, READ_CHUNK] {
+            for input in [
+                format!(r#"{{"Records":[{{"a":1}},{bomb},{{"b":2}}]}}"#),
+                format!("[{{\"a\":1}}, {bomb} ,{{\"b\":2}}]"),
+                format!("{{\"a\":1}}\n{{\"x\":{bomb}}}\n{{\"b\":2}}\n"),
+                format!("{{\"a\":\n1}}\n{{\"x\":{bomb}}}\n{{\"b\":2}}\n"),
+            ] {
+                let (r, e) = split_deep(input.as_bytes(), step, 100, usize::MAX);
+                let inner = u32::from(input.contains("\"x\""));
+                assert_eq!(
+                    r,
+                    vec![
+                        (1, r#"{"a":1}"#.to_owned()),
+                        (100_000 + inner, String::new()),
+                        (1, r#"{"b":2}"#.to_owned())
+                    ],
+                    "{step}: {}",
+                    &input[..20]
+                );
+                assert_eq!(e, None);
+            }
+        }
+        // Records just within the cap are kept; the depth is exact either side.
+        let at = |d: usize| format!("[{}{}]", "{\"k\":[".repeat(d), "]}".repeat(d));
+        let (r, _) = split_deep(at(4).as_bytes(), 5, 8, usize::MAX);
+        assert_eq!(r, vec![(8, at(4)[1..at(4).len() - 1].to_owned())]);
+        let (r, _) = split_deep(at(5).as_bytes(), 5, 8, usize::MAX);
+        assert_eq!(r, vec![(10, String::new())]);
+    }
+
+    /// Past the depth cap the brackets are counted as JSON counts them: those in
+    /// strings (escaped quotes included) do not count, and the record ends where
+    /// its outermost bracket closes, however the input is cut into reads.
+    #[test]
+    fn skipped_records_end_where_their_brackets_balance() {
+        const PIECES: &[&str] = &[
+            "[",
+            "[",
+            "{",
+            "]",
+            "}",
+            "\"]\"",
+            "\"[[[\"",
+            r#""\"]""#,
+            r#""\\""#,
+            "1,",
+            "[[[[[[[[",
+            "]]]]]]]]",
+            "\"\\\\\\\"]]\"",
+            " ",
+            "\n",
+        ];
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut checked = 0;
+        for round in 0..2000 {
+            // A random value of depth at least 4; closed with what it lacks.
+            let mut v = String::from("[[[[");
+            for _ in 0..rng.usize(..40) {
+                v.push_str(PIECES[rng.usize(..PIECES.len())]);
+            }
+            let want = nesting_depth(v.as_bytes());
+            let mut d = 0i64;
+            let mut strings = JsonStrings::default();
+            for &b in v.as_bytes() {
+                if !strings.in_string(b) {
+                    match b {
+                        b'[' | b'{' => d += 1,
+                        b']' | b'}' => d -= 1,
+                        _ => {}
+                    }
+                }
+                if d == 0 {
+                    break; // closed early: not one value; skip this round
+                }
+            }
+            if d <= 0 {
+                continue;
+            }
+            v.push_str(&"]".repeat(d as usize));
+            let input = format!(r#"{{"Records":[{v},{{"next":{round}}}]}}"#);
+            let step = 1 + rng.usize(..12);
+            let (r, e) = split_deep(input.as_bytes(), step, 3, usize::MAX);
+            assert_eq!(e, None, "{input}");
+            assert_eq!(
+                r,
+                vec![(want, String::new()), (1, format!(r#"{{"next":{round}}}"#))],
+                "{input} read {step} at a time"
+            );
+            checked += 1;
+        }
+        assert!(checked > 1000, "only {checked} values checked");
+    }
+
+    #[test]
+    fn the_size_cap_bounds_what_an_oversized_record_holds() {
+        // Nesting under a lifted depth cap stops at the size cap.
+        let mut input = b"[".to_vec();
+        input.resize(1 + 1_000_000, b'[');
+        input.resize(1 + 2_000_000, b']');
+        input.extend_from_slice(br#",{"b":1}]"#);
+        let mut s = RecordSplitter::new(&input[..], 4096);
+        s.set_max_depth(u32::MAX);
+        let mut out = Vec::new();
+        let slot = s.next_into(&mut out).unwrap().unwrap();
+        assert_eq!(slot.oversized, Some(2_000_000));
+        assert_eq!(slot.depth, 1_000_000);
+        assert!(s.open.capacity() <= 8192, "{}", s.open.capacity());
+        let slot = s.next_into(&mut out).unwrap().unwrap();
+        assert_eq!((slot.index, &out[..]), (1, &br#"{"b":1}"#[..]));
+        // A flat record has separators everywhere: they do not grow past the cap.
+        for record in [
+            "1,".repeat(1_000_000) + "1",
+            "\"a\":1,".repeat(500_000) + "\"a\":1",
+        ] {
+            let wrapped = match record.starts_with('"') {
+                true => format!("[{{{record}}},{{\"b\":1}}]"),
+                false => format!("[[{record}],{{\"b\":1}}]"),
+            };
+            let mut s = RecordSplitter::new(wrapped.as_bytes(), 4096);
+            let slot = s.next_into(&mut out).unwrap().unwrap();
+            assert!(slot.oversized.is_some());
+            assert!(
+                s.separators.capacity() <= READ_CHUNK,
+                "{}",
+                s.separators.capacity()
+            );
+            assert!(s.next_into(&mut out).unwrap().is_some());
+            assert_eq!(out, br#"{"b":1}"#);
+        }
+    }
+
+    #[test]
+    fn zero_bytes_marks_exactly_the_zero_bytes() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        for _ in 0..20_000 {
+            let mut bytes = [0u8; 8];
+            for b in &mut bytes {
+                *b = match rng.u8(..4) {
+                    0 => 0,
+                    1 => 0x80,
+                    2 => 1,
+                    _ => rng.u8(..),
+                };
+            }
+            let w = u64::from_le_bytes(bytes);
+            let want = bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == 0)
+                .fold(0u64, |m, (i, _)| m | 0x80 << (8 * i));
+            assert_eq!(zero_bytes(w), want, "{bytes:02x?}");
+        }
     }
 
     #[test]

@@ -8,6 +8,12 @@
 //! events of a window that fired are consumed, so the next alert needs `count` fresh
 //! ones. Events are kept for the window plus [`LATENESS_MS`] behind the newest event
 //! seen by the rule; older ones are evicted, which bounds memory.
+//!
+//! Event times are written by whoever writes the log, so the newest one is not
+//! trusted blindly: an event dated more than [`FUTURE_TOLERANCE_MS`] ahead of the
+//! wall clock (the caller decides, see [`crate::engine::Engine`]) is evaluated with
+//! [`ThresholdState::observe_ahead`] and [`SuppressState::admit_ahead`], which move
+//! no mark: one record dated 2099 would otherwise make every real event late.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +27,11 @@ use super::{Suppress, Threshold};
 /// How far behind the newest event an event may arrive and still be counted with
 /// the events around it.
 pub const LATENESS_MS: i64 = 60 * 60 * 1000;
+
+/// How far ahead of the wall clock an event time may be and still move a rule's
+/// marks (its newest event time, the windows ending there). CloudTrail stamps
+/// events with AWS's clock; anything further ahead is forged or broken.
+pub const FUTURE_TOLERANCE_MS: i64 = 15 * 60 * 1000;
 
 /// How often (in observations) whole-state sweeps evict idle groups.
 const SWEEP_EVERY: u64 = 4096;
@@ -180,6 +191,48 @@ impl ThresholdState {
     ) -> Option<Hit> {
         let wm = self.watermark.map_or(t, |w| w.max(t));
         self.watermark = Some(wm);
+        self.observe_below(th, t, wm, group, distinct)
+    }
+
+    /// [`Self::observe`] for an event dated too far ahead to be trusted: it may
+    /// complete a window with the events held (and then consumes them, as any
+    /// hit does), but it moves no mark and is not kept: the newest event time
+    /// stays, and so do the windows of the events that come after it.
+    pub fn observe_ahead(
+        &mut self,
+        th: &Threshold,
+        t: i64,
+        group: Key,
+        distinct: Option<Value>,
+    ) -> Option<Hit> {
+        // Without a newest time there is nothing held to evict.
+        let wm = self.watermark.unwrap_or(t);
+        let key = (t, self.seq + 1);
+        let probe = group.clone();
+        let hit = self.observe_below(th, t, wm, group, distinct);
+        if hit.is_none()
+            && let Some(g) = self.groups.get_mut(&probe)
+        {
+            g.remove(&key);
+            // Its window may have moved the running count past the events held.
+            g.tail = None;
+            if g.entries.is_empty() {
+                self.groups.remove(&probe);
+            }
+        }
+        hit
+    }
+
+    /// Records an event at `t` with the newest trusted time `wm` (at least `t` for
+    /// trusted events).
+    fn observe_below(
+        &mut self,
+        th: &Threshold,
+        t: i64,
+        wm: i64,
+        group: Key,
+        distinct: Option<Value>,
+    ) -> Option<Hit> {
         self.seq += 1;
         if self.seq.is_multiple_of(SWEEP_EVERY) {
             let horizon = wm - th.window_ms - LATENESS_MS;
@@ -411,6 +464,17 @@ impl SuppressState {
     /// window before *or after* it (events arrive out of order).
     pub fn admit(&mut self, s: &Suppress, key: Key, t: i64) -> bool {
         self.watermark = self.watermark.max(t);
+        self.admit_below(s, key, t)
+    }
+
+    /// [`Self::admit`] for an alert dated too far ahead to be trusted: suppressed
+    /// and remembered alike (so that a flood of them goes out once per window),
+    /// but the newest alert time, which decides what is forgotten, stays.
+    pub fn admit_ahead(&mut self, s: &Suppress, key: Key, t: i64) -> bool {
+        self.admit_below(s, key, t)
+    }
+
+    fn admit_below(&mut self, s: &Suppress, key: Key, t: i64) -> bool {
         self.seen += 1;
         let horizon = self.watermark - s.window_ms - LATENESS_MS;
         if self.seen.is_multiple_of(SWEEP_EVERY) {
@@ -617,6 +681,88 @@ mod tests {
                     .is_none()
             );
         }
+    }
+
+    #[test]
+    fn an_event_ahead_moves_no_mark_and_is_not_kept() {
+        let t = th(3, 5, false);
+        let mut st = ThresholdState::default();
+        assert!(st.observe(&t, 0, g("a"), None).is_none());
+        // Far ahead, alone: evaluated, not kept, and the newest time stays.
+        let year = 365 * 24 * 60 * MIN;
+        assert!(st.observe_ahead(&t, 75 * year, g("a"), None).is_none());
+        assert!(st.observe_ahead(&t, 75 * year, g("b"), None).is_none());
+        assert_eq!(st.watermark(), Some(0));
+        assert_eq!(st.groups(), 1, "nothing of it held");
+        // The real events after it still complete their window.
+        assert!(st.observe(&t, MIN, g("a"), None).is_none());
+        let hit = st
+            .observe(&t, 2 * MIN, g("a"), None)
+            .expect("three in five minutes");
+        assert_eq!((hit.count, hit.first_ms, hit.last_ms), (3, 0, 2 * MIN));
+        // Two far-ahead events never add up: neither is kept.
+        assert!(st.observe_ahead(&t, year, g("c"), None).is_none());
+        assert!(st.observe_ahead(&t, year, g("c"), None).is_none());
+        assert!(st.observe_ahead(&t, year, g("c"), None).is_none());
+        // One that completes a window with the events held fires, and consumes them.
+        assert!(st.observe(&t, 10 * MIN, g("d"), None).is_none());
+        assert!(st.observe(&t, 11 * MIN, g("d"), None).is_none());
+        let hit = st
+            .observe_ahead(&t, 12 * MIN, g("d"), None)
+            .expect("it completes the window");
+        assert_eq!((hit.first_ms, hit.last_ms), (10 * MIN, 12 * MIN));
+        assert_eq!(st.watermark(), Some(11 * MIN));
+        // After one ahead in the group, in order or late, counting is unchanged.
+        assert!(st.observe(&t, 20 * MIN, g("e"), None).is_none());
+        assert!(st.observe_ahead(&t, 30 * MIN, g("e"), None).is_none());
+        assert!(st.observe(&t, 19 * MIN, g("e"), None).is_none());
+        assert!(st.observe(&t, 21 * MIN, g("e"), None).is_some());
+    }
+
+    /// Events ahead, interleaved anywhere, leave the trusted events' alerts as
+    /// they are without them, whenever they cannot complete a window themselves.
+    #[test]
+    fn events_ahead_do_not_change_what_the_others_fire() {
+        for seed in 0..100 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let t = th(rng.u64(2..5), rng.i64(1..5), seed % 2 == 0);
+            let (mut with, mut without) = (ThresholdState::default(), ThresholdState::default());
+            let mut clock = 0i64;
+            for _ in 0..300 {
+                let grp = g(["a", "b"][rng.usize(..2)]);
+                let val: Option<Value> = Some(format!("k{}", rng.u8(..4)).into());
+                if rng.u8(..4) == 0 {
+                    // Far enough ahead that no window reaches it.
+                    let ahead = clock + 1000 * MIN + rng.i64(0..100 * MIN);
+                    assert!(with.observe_ahead(&t, ahead, grp, val).is_none());
+                    continue;
+                }
+                clock += rng.i64(0..40_000);
+                let at = clock - rng.i64(0..120_000);
+                let a = with.observe(&t, at, grp.clone(), val.clone());
+                let b = without.observe(&t, at, grp, val);
+                assert_eq!(a, b, "seed {seed}");
+            }
+            assert_eq!(with.watermark(), without.watermark());
+        }
+    }
+
+    #[test]
+    fn an_alert_ahead_is_suppressed_but_moves_no_mark() {
+        let s = Suppress {
+            window_ms: 60 * MIN,
+            key: vec![],
+        };
+        let mut st = SuppressState::default();
+        let far = 1_000_000 * MIN;
+        assert!(st.admit_ahead(&s, g("k"), far));
+        assert!(
+            !st.admit_ahead(&s, g("k"), far + MIN),
+            "a flood goes out once"
+        );
+        assert_eq!(st.watermark, 0);
+        assert!(st.admit(&s, g("k"), 100 * MIN));
+        assert!(!st.admit(&s, g("k"), 130 * MIN));
     }
 
     #[test]
