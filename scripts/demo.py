@@ -70,6 +70,8 @@ def main():
 [source]
 queue_url = "{queue}"
 wait_time = "1s"
+# Only this bucket's objects are read; a message naming any other is rejected.
+buckets = ["{bucket}"]
 
 [rules]
 dir = "{ROOT / 'rules'}"
