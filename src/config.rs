@@ -81,7 +81,10 @@ impl Default for JoinConfig {
 pub struct SourceConfig {
     /// Queue URL. Required. Env: `TRAILWATCH_QUEUE_URL`.
     pub queue_url: String,
-    /// Messages (files) processed at once. Env: `TRAILWATCH_MAX_IN_FLIGHT`. Default 4.
+    /// Messages (files) processed at once, each evaluated on its own thread. Env:
+    /// `TRAILWATCH_MAX_IN_FLIGHT`. Default: twice the CPUs the process may use
+    /// (cgroup quotas count), at least 4: a file waits on S3 and on the sinks as
+    /// well as on the CPU.
     pub max_in_flight: usize,
     /// Only keys matching one of these regexes are read (empty: all).
     pub include: Vec<String>,
@@ -126,7 +129,7 @@ impl Default for SourceConfig {
     fn default() -> Self {
         SourceConfig {
             queue_url: String::new(),
-            max_in_flight: 4,
+            max_in_flight: default_in_flight(),
             include: Vec::new(),
             exclude: vec!["CloudTrail-Digest".to_owned()],
             wait_time: Duration::from_secs(20),
@@ -624,6 +627,12 @@ pub fn mask_url(u: &str) -> String {
         }
         None => "***".to_owned(),
     }
+}
+
+/// [`SourceConfig::max_in_flight`]'s default.
+pub fn default_in_flight() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (2 * cpus).max(4)
 }
 
 /// S3's rules for a bucket name, as far as telling a typo goes: 3-63 characters of

@@ -2,6 +2,8 @@
 //! thresholds and suppression. Pure and synchronous: the scan command and the worker
 //! both drive it, one event at a time.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use crate::record::{Event, FieldRef, NormField, Val};
 use crate::rules::threshold::{self, Hit, Key, SuppressState, ThresholdState};
 use crate::rules::{Rule, RuleSet};
@@ -46,7 +48,10 @@ pub struct Engine {
     index: RuleIndex,
     state: Vec<RuleState>,
     options: EngineOptions,
-    today: (i32, u8, u8),
+    /// Today's date (UTC), which decides whether exceptions have expired, packed
+    /// by [`pack_date`]: an atomic, so that an engine shared read-only by the
+    /// worker's files ([`Engine::matching`]) can still be told the date changed.
+    today: AtomicU32,
     /// The latest event time trusted to move rules' marks: the wall clock plus
     /// [`threshold::FUTURE_TOLERANCE_MS`]. Re-read when an event lies beyond it.
     horizon_ms: i64,
@@ -82,7 +87,7 @@ impl Engine {
             rules,
             state: (0..n).map(|_| RuleState::default()).collect(),
             options,
-            today: crate::rules::today(),
+            today: AtomicU32::new(pack_date(crate::rules::today())),
             horizon_ms: horizon(options.now_ms),
             matches: vec![0; n],
             scratch: Vec::new(),
@@ -92,8 +97,23 @@ impl Engine {
     /// Re-reads today's date, which decides whether exceptions have expired. Call
     /// it between files in long-running processes.
     pub fn refresh_clock(&mut self) {
-        self.today = crate::rules::today();
+        self.refresh_date();
         self.horizon_ms = horizon(self.options.now_ms);
+    }
+
+    /// Re-reads today's date only: what [`Engine::matching`] depends on, through a
+    /// shared reference.
+    pub fn refresh_date(&self) {
+        self.today
+            .store(pack_date(crate::rules::today()), Ordering::Relaxed);
+    }
+
+    /// Whether rule `i`'s detections depend on windowed state (a threshold or
+    /// suppression that applies): only those need [`Engine::record`]; for the
+    /// others a match is the detection.
+    pub fn is_windowed(&self, i: usize) -> bool {
+        let r = &self.rules[i];
+        !self.options.ignore_thresholds && (r.threshold.is_some() || r.suppress.is_some())
     }
 
     /// Whether an event at `t` is too far ahead of the wall clock to move any
@@ -143,6 +163,7 @@ impl Engine {
         let start = out.len();
         self.index.candidates(e, out);
         out[start..].sort_unstable();
+        let today = unpack_date(self.today.load(Ordering::Relaxed));
         let mut kept = start;
         let mut previous = None;
         for r in start..out.len() {
@@ -151,7 +172,7 @@ impl Engine {
                 continue; // found through two probes
             }
             previous = Some(i);
-            if self.rules[i].matches(e, self.today) {
+            if self.rules[i].matches(e, today) {
                 out[kept] = i;
                 kept += 1;
             }
@@ -542,6 +563,15 @@ fn rank(field: &FieldRef, lits: &[Lit]) -> u8 {
 
 /// The latest event time trusted to move rules' marks when the wall clock reads
 /// `now_ms` (the system's when `None`).
+/// A date as one word: year, month and day in bits 16.., 8..16 and 0..8.
+fn pack_date((y, m, d): (i32, u8, u8)) -> u32 {
+    ((y.clamp(0, 65_535) as u32) << 16) | (u32::from(m) << 8) | u32::from(d)
+}
+
+fn unpack_date(p: u32) -> (i32, u8, u8) {
+    ((p >> 16) as i32, (p >> 8) as u8, p as u8)
+}
+
 fn horizon(now_ms: Option<i64>) -> i64 {
     let now = now_ms.unwrap_or_else(|| {
         std::time::SystemTime::now()

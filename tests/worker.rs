@@ -885,3 +885,50 @@ fn environment_sinks_keep_their_minimum_severity() {
     assert_eq!(sns.len(), 2, "{sns:?}");
     assert_eq!(ids(&sns), high);
 }
+
+/// A backlog of generated files drained by the worker (files evaluated at once, on
+/// several threads) gives, for every rule without a threshold or suppression,
+/// exactly the alerts `scan` finds in the same files.
+#[test]
+fn a_drained_backlog_alerts_as_scan_does() {
+    let bed = Bed::new(3);
+    let corpus = bed.dir.path().join("corpus");
+    generate(21, 6, 400, &corpus);
+    let files = trailwatch::input::local_files(&corpus).unwrap();
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        bed.put(&format!("AWSLogs/{name}"), std::fs::read(f).unwrap());
+    }
+    let rules = root().join("rules");
+    let set = trailwatch::rules::RuleSet::load(&rules, trailwatch::rules::Strictness::Run).unwrap();
+    let windowed: HashSet<&str> = set
+        .enabled()
+        .filter(|r| r.threshold.is_some() || r.suppress.is_some())
+        .map(|r| r.id.as_str())
+        .collect();
+    let cfg = bed.config(&rules, "");
+    let mut w = bed.spawn_with(
+        &cfg,
+        &["--until-idle", "3s"],
+        &[("TRAILWATCH_MAX_IN_FLIGHT", "6")],
+    );
+    assert_eq!(bed.wait_exit(&mut w, 180), 0, "{}", bed.log());
+    assert_eq!(bed.log().matches("file processed").count(), files.len());
+
+    let stateless = |alerts: &[Value]| -> HashSet<String> {
+        alerts
+            .iter()
+            .filter(|a| !windowed.contains(a["rule_id"].as_str().unwrap()))
+            .map(|a| a["alert_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let worker = bed.alerts();
+    let (code, out, err) = run(trailwatch().args(["scan", "--rules"]).arg(&rules).arg(&corpus));
+    assert_eq!(code, 0, "{err}");
+    let scan = jsonl(&out);
+    let want = stateless(&scan);
+    assert!(want.len() > 500, "the pack alerts on the corpus: {}", want.len());
+    assert_eq!(stateless(&worker), want);
+    assert_eq!(worker.len(), ids(&worker).len(), "no alert twice");
+    assert_eq!(bed.depth(&bed.queue), 0);
+}

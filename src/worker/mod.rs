@@ -10,6 +10,7 @@
 
 pub mod admission;
 pub mod completed;
+mod evaluate;
 pub mod notification;
 mod process;
 
@@ -57,9 +58,9 @@ pub(crate) struct State {
     cfg: Config,
     sqs: aws_sdk_sqs::Client,
     s3: aws_sdk_s3::Client,
-    /// The active engine; a reload swaps the `Arc`, files in flight finish with the
+    /// The active rules; a reload swaps the `Arc`, files in flight finish with the
     /// rules they started with.
-    engine: RwLock<Arc<Mutex<Engine>>>,
+    engine: RwLock<Arc<evaluate::ActiveRules>>,
     sinks: Vec<Sink>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -98,9 +99,8 @@ impl State {
         match RuleSet::load(&self.cfg.rules.dir, Strictness::Check) {
             Ok(set) => {
                 let n = set.enabled().count();
-                let engine = Engine::new(&set, EngineOptions::default());
                 *self.engine.write().unwrap_or_else(|e| e.into_inner()) =
-                    Arc::new(Mutex::new(engine));
+                    Arc::new(evaluate::ActiveRules::new(&set));
                 tracing::info!(rules = n, dir = %self.cfg.rules.dir.display(), "rules reloaded");
             }
             Err(d) => {
@@ -180,10 +180,7 @@ pub async fn run_with(
         ))),
         sqs: aws_sdk_sqs::Client::new(&aws),
         s3: crate::aws::s3_client(&aws),
-        engine: RwLock::new(Arc::new(Mutex::new(Engine::new(
-            &rules,
-            EngineOptions::default(),
-        )))),
+        engine: RwLock::new(Arc::new(evaluate::ActiveRules::new(&rules))),
         sinks,
         metrics: handles.metrics.clone(),
         health: handles.health.clone(),

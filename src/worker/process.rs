@@ -3,22 +3,20 @@
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sqs::types::Message;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::admission::{self, MessageMeta};
+use super::evaluate;
 use super::notification::{self, Notification, ObjectRef};
 use super::{Source, State};
-use std::collections::HashMap;
 
 use crate::alert::{Alert, SourceRef};
-use crate::engine::{Detection, Engine};
-use crate::input::{self, Item, Limits};
-use crate::join::{DeletedKey, PendingJoin};
-use crate::metrics::{Counter, StatSet};
+use crate::input;
+use crate::metrics::Counter;
 use crate::sinks::SinkError;
 
 /// Alerts are handed from the reading thread to delivery through a bounded channel,
@@ -240,7 +238,7 @@ async fn object(state: &State, source: &Source, obj: &ObjectRef) -> Result<(), O
     let pending = state.pending.clone();
     let (b2, k2) = (bucket.clone(), key.clone());
     let reading = tokio::task::spawn_blocking(move || {
-        evaluate(reader, limits, &engine, &pending, &b2, &k2, &tx)
+        evaluate::file(reader, limits, &engine, &pending, &b2, &k2, &tx)
     });
     let delivering = deliver(rx, state, &cancel);
     let (read_result, delivered) = tokio::join!(reading, delivering);
@@ -288,109 +286,6 @@ async fn object(state: &State, source: &Source, obj: &ObjectRef) -> Result<(), O
         .unwrap_or_else(|e| e.into_inner())
         .insert((bucket, key, etag));
     Ok(())
-}
-
-/// What evaluating one stream produced besides alerts.
-#[derive(Debug, Default)]
-struct Counts {
-    record_errors: u64,
-    alerts: u64,
-    lag: StatSet,
-    matches: Vec<(String, u64)>,
-}
-
-struct Evaluated {
-    result: Result<input::StreamStats, input::StreamError>,
-    counts: Counts,
-}
-
-/// The blocking half: decode, split, parse, evaluate; alerts go to `tx`.
-fn evaluate(
-    reader: impl Read,
-    limits: Limits,
-    engine: &Mutex<Engine>,
-    pending: &Mutex<PendingJoin>,
-    bucket: &str,
-    key: &str,
-    tx: &mpsc::Sender<Arc<Alert>>,
-) -> Evaluated {
-    let mut counts = Counts::default();
-    // Batch-delete key lines of this file, by request ID, joined once it is read.
-    let mut keys: HashMap<String, Vec<DeletedKey>> = HashMap::new();
-    let mut detections: Vec<Detection> = Vec::new();
-    let mut shown = 0u32;
-    engine
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .refresh_clock();
-    let result = input::read_events(reader, limits, |item| match item {
-        Item::Bad { position, error } => {
-            counts.record_errors += 1;
-            shown += 1;
-            if shown <= 10 {
-                tracing::warn!(bucket, key, at = %position, error = %error, "bad record skipped");
-            }
-        }
-        Item::Event { index, event } => {
-            if let Some(t) = event.time_ms() {
-                counts.lag.add((now_ms() as i64 - t) as f64 / 1000.0);
-            }
-            if let Some(k) = DeletedKey::from_event(&event) {
-                keys.entry(k.request_id.clone()).or_default().push(k);
-            }
-            detections.clear();
-            let mut eng = engine.lock().unwrap_or_else(|e| e.into_inner());
-            eng.evaluate(&event, &mut detections);
-            if detections.is_empty() {
-                return;
-            }
-            let alerts: Vec<Arc<Alert>> = detections
-                .iter()
-                .map(|d| {
-                    let rule = &eng.rules()[d.rule];
-                    Arc::new(Alert::new(
-                        rule,
-                        d,
-                        &event,
-                        SourceRef::object(bucket, key, index),
-                    ))
-                })
-                .collect();
-            drop(eng);
-            let mut follow_ups = Vec::new();
-            if let Some(request) = crate::join::delete_objects_request(&event) {
-                let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-                for a in &alerts {
-                    follow_ups.extend(p.on_alert(request, (**a).clone(), now_ms()));
-                }
-            }
-            for a in alerts
-                .into_iter()
-                .chain(follow_ups.into_iter().map(Arc::new))
-            {
-                counts.alerts += 1;
-                // A closed channel means delivery failed: the read is being cancelled.
-                let _ = tx.blocking_send(a);
-            }
-        }
-    });
-    counts.matches = engine
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take_match_counts();
-    if result.is_ok() && !keys.is_empty() {
-        let follow_ups: Vec<Alert> = {
-            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-            keys.into_iter()
-                .flat_map(|(req, k)| p.on_keys(&req, k, now_ms()))
-                .collect()
-        };
-        for a in follow_ups {
-            counts.alerts += 1;
-            let _ = tx.blocking_send(Arc::new(a));
-        }
-    }
-    Evaluated { result, counts }
 }
 
 /// The async half: batches of alerts to every sink, in order.
