@@ -102,12 +102,37 @@ pub struct Alert {
     /// For `DeleteObjects` events: the keys from the S3 server access log lines with
     /// the same request ID (see [`crate::join`]).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub deleted_keys: Option<Vec<crate::join::DeletedKey>>,
+    pub deleted_keys: Option<Vec<DeletedKey>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     /// The raw record as read from its file (with the white space between tokens
     /// dropped), shared with the event and the event's other alerts.
     pub record: RecordJson,
+}
+
+/// One key of a batch delete, from its access log line (see [`crate::join`],
+/// which reads it and pairs it with its `DeleteObjects` alert).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeletedKey {
+    pub key: String,
+    pub http_status: Option<u64>,
+    /// `AccessDenied` for a key the caller may not delete.
+    pub error_code: Option<String>,
+    pub version_id: Option<String>,
+    #[serde(skip)]
+    pub request_id: String,
+    #[serde(skip)]
+    pub bucket: Option<String>,
+    #[serde(skip)]
+    pub time: Option<String>,
+    /// Who sent the request, from where and with what, as the access log has them:
+    /// the who and where of a row whose request no alerted `DeleteObjects` matched.
+    #[serde(skip)]
+    pub requester: Option<String>,
+    #[serde(skip)]
+    pub remote_ip: Option<String>,
+    #[serde(skip)]
+    pub user_agent: Option<String>,
 }
 
 impl PartialEq for Alert {
@@ -356,7 +381,7 @@ pub struct AlertRef<'a> {
     pub s3: [Option<&'a str>; 2],
     pub threshold: Option<&'a ThresholdOut>,
     pub source: &'a SourceRef,
-    pub deleted_keys: Option<&'a [crate::join::DeletedKey]>,
+    pub deleted_keys: Option<&'a [DeletedKey]>,
     pub note: Option<&'a str>,
     pub record: &'a str,
 }

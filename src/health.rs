@@ -242,12 +242,12 @@ pub async fn serve(
     };
     let (mut graceful, mut stop) = (shutdown.clone(), shutdown);
     let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { crate::worker::stopped(&mut graceful).await });
+        .with_graceful_shutdown(async move { crate::shutdown::stopped(&mut graceful).await });
     tokio::select! {
         r = server.into_future() => r,
         // A connection still busy a second after the stop does not hold up the exit.
         _ = async {
-            crate::worker::stopped(&mut stop).await;
+            crate::shutdown::stopped(&mut stop).await;
             tokio::time::sleep(Duration::from_secs(1)).await;
         } => Ok(()),
     }

@@ -10,7 +10,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::alert::Alert;
@@ -19,29 +18,7 @@ use crate::record::{Event, LogType};
 /// The access log operation of one key of a multi-object delete.
 pub const BATCH_DELETE: &str = "BATCH.DELETE.OBJECT";
 
-/// One key of a batch delete, from its access log line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeletedKey {
-    pub key: String,
-    pub http_status: Option<u64>,
-    /// `AccessDenied` for a key the caller may not delete.
-    pub error_code: Option<String>,
-    pub version_id: Option<String>,
-    #[serde(skip)]
-    pub request_id: String,
-    #[serde(skip)]
-    pub bucket: Option<String>,
-    #[serde(skip)]
-    pub time: Option<String>,
-    /// Who sent the request, from where and with what, as the access log has them:
-    /// the who and where of a row whose request no alerted `DeleteObjects` matched.
-    #[serde(skip)]
-    pub requester: Option<String>,
-    #[serde(skip)]
-    pub remote_ip: Option<String>,
-    #[serde(skip)]
-    pub user_agent: Option<String>,
-}
+pub use crate::alert::DeletedKey;
 
 impl DeletedKey {
     /// The key line an access log event holds, when it is a batch delete.

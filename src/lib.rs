@@ -30,5 +30,6 @@ pub mod output;
 pub mod record;
 pub mod rules;
 pub mod scan;
+pub mod shutdown;
 pub mod sinks;
 pub mod worker;

@@ -33,7 +33,7 @@ impl Publisher {
         loop {
             tokio::select! {
                 _ = tick.tick() => self.flush().await,
-                _ = crate::worker::stopped(&mut shutdown) => break,
+                _ = crate::shutdown::stopped(&mut shutdown) => break,
             }
         }
         self.flush().await;

@@ -41,10 +41,7 @@ pub struct Signals {
     pub reload: mpsc::Receiver<()>,
 }
 
-/// Resolves once `rx` says stop (or its sender is gone).
-pub async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
+pub use crate::shutdown::stopped;
 
 /// Options of one run.
 #[derive(Debug, Clone, Default)]
@@ -357,7 +354,7 @@ async fn intake(
         if free == 0 {
             tokio::select! {
                 _ = tasks.join_next() => {}
-                _ = crate::worker::stopped(&mut shutdown) => {}
+                _ = stopped(&mut shutdown) => {}
             }
             continue;
         }
@@ -382,7 +379,7 @@ async fn intake(
         tokio::pin!(receive);
         let received = tokio::select! {
             r = &mut receive => r,
-            _ = crate::worker::stopped(&mut shutdown) => {
+            _ = stopped(&mut shutdown) => {
                 // A poll cut short may already have been answered: give the answer a
                 // moment to arrive and release what it holds, so that nothing waits
                 // for its visibility timeout. A poll abandoned later than that is
@@ -412,7 +409,7 @@ async fn intake(
                 tracing::warn!(error = %text, retry_in = ?pause, "ReceiveMessage failed");
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
-                    _ = crate::worker::stopped(&mut shutdown) => break,
+                    _ = stopped(&mut shutdown) => break,
                 }
                 continue;
             }
