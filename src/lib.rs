@@ -1,18 +1,34 @@
 //! trailwatch: a CloudTrail detector that watches instead of querying.
 //!
 //! # Layout
-//! The modules follow the data flow, one stage each:
+//! The modules follow the data flow, one stage each. The worker's path:
+//!
+//! notification ([`worker::notification`], admitted by [`worker::admission`]) →
+//! object ([`input::s3`], [`input::decode`]) → records ([`input::records`],
+//! [`input::access_log`]) → normalised event ([`record`], [`identity`]) → rules
+//! ([`rules`], matched by [`engine`]) → state (the engine's windows,
+//! [`rules::threshold`]; the DeleteObjects [`join`]) → alert ([`alert`]) → sinks
+//! ([`sinks`]), and only then the SQS delete. `scan` takes the same path from files
+//! or an S3 prefix to [`output`].
 //!
 //! - [`input`]: where log files come from (paths, stdin, S3), gzip decoding with a
-//!   size cap, and streaming a file into raw records.
+//!   size cap, and streaming a file into raw records with every limit held while
+//!   reading.
 //! - [`record`] and [`identity`]: a record as rules see it, with the normalised
 //!   `actor.*`, `s3.*` and `event.*` fields.
 //! - [`rules`]: the TOML rule language — loading with spans, compiled matchers,
-//!   conditions, thresholds, inline tests.
-//! - [`engine`]: evaluates events against rules, with windowed state.
+//!   conditions, thresholds, inline tests, reports.
+//! - [`engine`]: evaluates events against rules: a pure half (matching,
+//!   observations) and the windowed state of thresholds and suppression.
+//! - [`join`]: `DeleteObjects` alerts paired with S3 server access log lines.
 //! - [`alert`]: what a detection becomes, with a deterministic id.
-//! - [`output`]: JSON lines and CSV.
+//! - [`output`]: JSON lines and CSV; [`sinks`]: stdout, file, SNS, webhooks.
 //! - [`scan`]: the offline driver behind `trailwatch scan`.
+//! - [`worker`]: the SQS driver behind `trailwatch run` (intake, admission, the
+//!   per-file evaluation, delivery, the delete); [`config`] its configuration.
+//! - [`metrics`] (CloudWatch and `/metrics`), [`health`] (`/healthz`, `/readyz`),
+//!   [`shutdown`] (stopping, shared by the long-running parts), [`aws`] (the SDK
+//!   edge).
 //! - [`cli`]: the command line; [`logging`]: stderr logs, escaped.
 
 pub mod alert;

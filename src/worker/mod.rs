@@ -1,7 +1,9 @@
 //! `trailwatch run`: the long-running worker.
 //!
-//! Data flow: SQS message → [`notification`] (which objects) → S3 GetObject, streamed
-//! → records → engine → alerts → every sink → only then DeleteMessage. A message is
+//! Data flow: SQS message → [`notification`] (which objects) → [`admission`] (may
+//! this source read them) → S3 GetObject, streamed → records → engine (each file on
+//! its own thread, see `evaluate.rs`) → alerts → every sink → only then
+//! DeleteMessage. A message is
 //! left alone on any failure (SQS redelivers it, and the queue's redrive policy moves
 //! it to the dead-letter queue after maxReceiveCount); while its files are processed
 //! a heartbeat keeps it invisible to other consumers.
