@@ -497,3 +497,37 @@ fn logs_have_no_colours_outside_a_terminal() {
     assert!(err.contains("skipping CloudTrail digest file"), "{err}");
     assert!(!err.contains('\u{1b}'), "an escape code in stderr: {err:?}");
 }
+
+/// A directory tree with a symlink back up to itself is scanned once, and ends.
+#[test]
+fn a_symlink_loop_in_the_input_is_scanned_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let f = seed().join("AWSLogs/111122223333/CloudTrail/eu-west-1/2024/11/05/111122223333_CloudTrail_eu-west-1_20241105T1010Z_Pp7nM2vLc8dE5fG6.json");
+    write(&logs.join("a/one.json"), std::fs::read(&f).unwrap());
+    std::os::unix::fs::symlink(&logs, logs.join("a/back-up")).unwrap();
+    std::os::unix::fs::symlink(&logs, logs.join("again")).unwrap();
+    let mut child = trailwatch()
+        .args(["scan", "--rules", "rules/s3-sso-object-delete.toml"])
+        .arg(&logs)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("scan did not finish on a symlink loop");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("scanned 1 files"), "{err}");
+}

@@ -71,7 +71,8 @@ pub fn is_digest(path_or_key: &str) -> bool {
     path_or_key.contains("CloudTrail-Digest")
 }
 
-/// The files under `path` (itself when a file), recursively, in path order.
+/// The files under `path` (itself when a file), recursively, in path order;
+/// symlinked directories are followed, each directory read once.
 pub fn local_files(path: &Path) -> io::Result<Vec<PathBuf>> {
     let meta = std::fs::metadata(path)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
@@ -79,8 +80,14 @@ pub fn local_files(path: &Path) -> io::Result<Vec<PathBuf>> {
         return Ok(vec![path.to_path_buf()]);
     }
     let mut out = Vec::new();
+    // Symlinked directories are followed (log trees are often mounted or linked
+    // together), each real directory once: a link back up the tree is not a loop.
+    let mut seen = std::collections::HashSet::new();
     let mut stack = vec![path.to_path_buf()];
     while let Some(dir) = stack.pop() {
+        if !seen.insert(std::fs::canonicalize(&dir)?) {
+            continue;
+        }
         for entry in std::fs::read_dir(&dir)? {
             let p = entry?.path();
             if p.is_dir() {
