@@ -923,11 +923,18 @@ fn a_drained_backlog_alerts_as_scan_does() {
             .collect()
     };
     let worker = bed.alerts();
-    let (code, out, err) = run(trailwatch().args(["scan", "--rules"]).arg(&rules).arg(&corpus));
+    let (code, out, err) = run(trailwatch()
+        .args(["scan", "--rules"])
+        .arg(&rules)
+        .arg(&corpus));
     assert_eq!(code, 0, "{err}");
     let scan = jsonl(&out);
     let want = stateless(&scan);
-    assert!(want.len() > 500, "the pack alerts on the corpus: {}", want.len());
+    assert!(
+        want.len() > 500,
+        "the pack alerts on the corpus: {}",
+        want.len()
+    );
     assert_eq!(stateless(&worker), want);
     assert_eq!(worker.len(), ids(&worker).len(), "no alert twice");
     assert_eq!(bed.depth(&bed.queue), 0);

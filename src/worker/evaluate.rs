@@ -76,7 +76,9 @@ impl ActiveRules {
         for &i in matched.iter() {
             match windows.as_mut() {
                 Some(w) if self.matcher.is_windowed(i) => {
-                    let o = observations.next().expect("one observation per windowed rule");
+                    let o = observations
+                        .next()
+                        .expect("one observation per windowed rule");
                     out.extend(w.record(i, o));
                 }
                 _ => {
