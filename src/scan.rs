@@ -12,13 +12,12 @@ use anyhow::Context;
 use crate::alert::{Alert, AlertRef, SourceRef};
 use crate::engine::{Detection, Engine, EngineOptions, Observation};
 use crate::input::records::Syntax;
-use crate::input::{self, InputSpec, Item, Limits, Position};
+use crate::input::{self, InputSpec, Item, Limits, Position, RECORD_ERRORS_SHOWN};
+// Diagnostics name files and keys from outside: written escaped, like the logs.
+use crate::logging::Escaped;
 use crate::output::AlertWriter;
 use crate::record::{Event, RecordError, RecordJson};
 use crate::rules::{RuleSet, Severity};
-
-/// At most this many record errors are printed per file; all are counted.
-const RECORD_ERRORS_SHOWN: u64 = 10;
 
 /// How to scan.
 #[derive(Debug, Clone, Default)]
@@ -277,34 +276,6 @@ pub fn run(
     Ok(summary)
 }
 
-/// `s` for a diagnostic line, with control characters (C0, DEL, C1), line and
-/// paragraph separators and bidirectional overrides escaped (`\n`, `\u{1b}`): file
-/// names, keys and record errors come from outside, and a newline or an escape
-/// sequence in them must not forge a line or reach the terminal.
-fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    let escape = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    if !s.contains(escape) {
-        return s.into();
-    }
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if escape(c) => {
-                use std::fmt::Write as _;
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.into()
-}
-
 /// Opens an object for reading; `Err` is the message to print.
 fn open(obj: &Object, s3: Option<&S3>) -> Result<Box<dyn Read + Send>, String> {
     match obj {
@@ -352,14 +323,14 @@ impl Consumer<'_> {
     fn open_failed(&mut self, msg: &str, diag: &mut dyn Write) -> std::io::Result<()> {
         self.summary.files += 1;
         self.summary.files_failed += 1;
-        writeln!(diag, "{}", printable(msg))
+        writeln!(diag, "{}", Escaped(msg))
     }
 
     fn bad(&mut self, name: &str, position: Position, error: &RecordError, diag: &mut dyn Write) {
         self.shown += 1;
         if self.shown <= RECORD_ERRORS_SHOWN {
-            let line = format!("trailwatch: {name}: {position}: {error}");
-            let _ = writeln!(diag, "{}", printable(&line));
+            let line = format_args!("trailwatch: {name}: {position}: {error}");
+            let _ = writeln!(diag, "{}", Escaped(line));
         }
     }
 
@@ -405,7 +376,7 @@ impl Consumer<'_> {
         let detections = std::mem::take(&mut self.detections);
         for d in &detections {
             let rule = &self.engine.rules()[d.rule];
-            let prebuilt = if ahead_built && stateless(rule, self.opts) {
+            let prebuilt = if ahead_built && !self.engine.is_windowed(d.rule) {
                 built.next()
             } else {
                 None
@@ -538,7 +509,7 @@ impl Consumer<'_> {
             writeln!(
                 diag,
                 "trailwatch: {}: {} more record errors not shown",
-                printable(name),
+                Escaped(name),
                 self.shown - RECORD_ERRORS_SHOWN
             )?;
         }
@@ -554,7 +525,7 @@ impl Consumer<'_> {
                 s.record_errors += e.stats.record_errors;
                 s.bytes += e.stats.bytes;
                 s.files_failed += 1;
-                writeln!(diag, "{}", printable(&format!("trailwatch: {name}: {e}")))?;
+                writeln!(diag, "{}", Escaped(format_args!("trailwatch: {name}: {e}")))?;
             }
         }
         if let Some(b) = self.bar {
@@ -706,12 +677,12 @@ fn ahead(
     // About what one rendered alert takes (it carries the record), so that a
     // record's buffer is not grown as its alerts are written.
     let line = event.raw_text().map_or(2048, str::len) + 2048;
-    let all_stateless = matched.iter().all(|&r| stateless(&rules[r], opts));
+    let all_stateless = matched.iter().all(|&r| !engine.is_windowed(r));
     if crate::join::DeleteJoin::interested(&event) || (!all_stateless && event.raw_text().is_none())
     {
         let built = matched
             .iter()
-            .filter(|&&r| stateless(&rules[r], opts))
+            .filter(|&&r| !engine.is_windowed(r))
             .map(|&r| build(r))
             .collect();
         return Pre::Event {
@@ -763,12 +734,6 @@ fn ahead(
         _ => Built::Alerts(matched.iter().map(|&r| build(r)).collect()),
     };
     Pre::Done { matched, built }
-}
-
-/// Whether a rule fires on every match (nothing windowed decides), so that its
-/// alerts can be built ahead of their turn.
-fn stateless(rule: &crate::rules::Rule, opts: &ScanOptions) -> bool {
-    opts.engine.ignore_thresholds || (rule.threshold.is_none() && rule.suppress.is_none())
 }
 
 /// Records per chunk, and the memory that a reader's records may take while they

@@ -17,6 +17,10 @@ use records::{RecordSplitter, SplitError};
 /// refuse beyond 128.
 pub const DEFAULT_MAX_NESTING_DEPTH: u32 = 100;
 
+/// Record errors of one file reported one by one (by `scan` on stderr, by the
+/// worker in its log); past that they are only counted.
+pub const RECORD_ERRORS_SHOWN: u64 = 10;
+
 /// Per-file limits against hostile or broken input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -238,9 +242,10 @@ fn read_access_log(
             stats.record_errors += 1;
             on_item(Item::Bad {
                 position: Position::Line(n),
-                error: match cap < access_log::MAX_LINE_BYTES {
-                    true => RecordError::TooLarge(size),
-                    false => RecordError::AccessLog(access_log::too_long(size)),
+                error: if cap < access_log::MAX_LINE_BYTES {
+                    RecordError::TooLarge(size)
+                } else {
+                    RecordError::AccessLog(access_log::too_long(size))
                 },
             });
             continue;

@@ -23,9 +23,6 @@ use crate::join::{DeletedKey, PendingJoin};
 use crate::metrics::StatSet;
 use crate::rules::RuleSet;
 
-/// Record errors of one file logged one by one; the rest are counted.
-const RECORD_ERRORS_LOGGED: u32 = 10;
-
 /// The rules in force: a reload swaps the whole `Arc`, and files in flight finish
 /// with the rules they started with.
 pub(crate) struct ActiveRules {
@@ -139,7 +136,7 @@ pub(super) fn file(
     let mut keys: HashMap<String, Vec<DeletedKey>> = HashMap::new();
     let (mut matched, mut observed, mut detections) = (Vec::new(), Vec::new(), Vec::new());
     let mut stateless_matches = vec![0u64; rules.rules().len()];
-    let mut shown = 0u32;
+    let mut shown = 0u64;
     rules.matcher.refresh_date();
     rules
         .windows
@@ -150,7 +147,7 @@ pub(super) fn file(
         Item::Bad { position, error } => {
             counts.record_errors += 1;
             shown += 1;
-            if shown <= RECORD_ERRORS_LOGGED {
+            if shown <= input::RECORD_ERRORS_SHOWN {
                 tracing::warn!(bucket = ?bucket, key = ?key, at = %position, error = %error, "bad record skipped");
             }
         }
