@@ -1,7 +1,12 @@
-"""Helpers shared by the scripts that drive the AWS emulator (demo, stack test)."""
+"""Helpers shared by the scripts that drive the AWS emulator (demo, stack test,
+image test, benchmarks)."""
 
+import pathlib
 import socket
+import subprocess
 import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def free_port():
@@ -9,6 +14,26 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def port_open(port):
+    """Whether something accepts connections on 127.0.0.1:`port`."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_moto(fail, log=subprocess.DEVNULL):
+    """Starts moto_server (the project venv's) on a free loopback port, waits until
+    it accepts connections, and returns (process, port, endpoint URL); `fail` is
+    called with a message if it never does. Its output goes to `log`."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=log,
+    )
+    wait_until("the AWS emulator", lambda: port_open(port), fail)
+    return proc, port, f"http://127.0.0.1:{port}"
 
 
 def wait_until(what, pred, fail, timeout=60.0, every=0.2):

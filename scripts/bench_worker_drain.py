@@ -20,7 +20,6 @@ can use more than it gives.
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,6 @@ import time
 import boto3
 
 import awslocal
-from awslocal import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -53,17 +51,8 @@ def main():
     files = sorted(p for p in corpus.rglob("*.json.gz"))
     if not files:
         fail(f"no .json.gz files under {corpus}")
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    moto = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    moto, _, endpoint = awslocal.start_moto(fail)
     try:
-        awslocal.wait_until(
-            "the AWS emulator", lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, fail
-        )
         aws = dict(endpoint_url=endpoint, region_name=REGION, aws_access_key_id="bench", aws_secret_access_key="bench")
         s3, sqs = boto3.client("s3", **aws), boto3.client("sqs", **aws)
         s3.create_bucket(Bucket=BUCKET)

@@ -4,7 +4,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,16 +26,9 @@ def wait_until(what, pred, timeout=60.0):
 
 def main():
     binary = sys.argv[1]
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    moto = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    moto, _, endpoint = awslocal.start_moto(lambda msg: sys.exit(f"demo: {msg}"))
     worker = None
     try:
-        wait_until("the AWS emulator", lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0)
         print(f"demo: AWS emulator (moto) on {endpoint}")
         aws = dict(endpoint_url=endpoint, region_name=REGION, aws_access_key_id="demo", aws_secret_access_key="demo")
         s3, sqs, sns, cw = (boto3.client(n, **aws) for n in ("s3", "sqs", "sns", "cloudwatch"))

@@ -43,7 +43,6 @@ import ast
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -104,20 +103,8 @@ class Moto:
     """A moto_server on a free loopback port."""
 
     def __init__(self):
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self.log,
-            stderr=self.log,
-        )
-
-        def up():
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", self.port)) == 0
-
-        wait_until("the AWS emulator", up)
+        self.proc, self.port, self.endpoint = awslocal.start_moto(fail, log=self.log)
 
     def client(self, service, creds=None):
         creds = creds or {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
