@@ -132,7 +132,7 @@ async fn handle(state: &State, source: &Source, meta: &MessageMeta, body: &str) 
             state.metrics.add(Counter::NotificationsRejected, 1);
             tracing::warn!(message_id = ?id, sender_id = ?meta.sender_id, bucket = ?obj.bucket, key = ?obj.key,
                 reason = %why, "notification rejected: it names an object outside this source's allow-list; the object is not read");
-            rejected.push(admission::rejection_event(meta, n, &obj, &why));
+            rejected.push((n, admission::rejection_event(meta, n, &obj, &why)));
             continue;
         }
         if !source.wanted(&obj.key) {
@@ -155,18 +155,19 @@ async fn handle(state: &State, source: &Source, meta: &MessageMeta, body: &str) 
     ok
 }
 
-/// Delivers the built-in rule's alerts for the rejected objects of one message.
+/// Delivers the built-in rule's alerts for the rejected objects of one message,
+/// each with its place in the message.
 async fn raise_rejections(
     state: &State,
     meta: &MessageMeta,
-    events: Vec<crate::record::Event>,
+    events: Vec<(usize, crate::record::Event)>,
 ) -> Result<(), SinkError> {
     let source = format!("sqs:{}/{}", meta.queue_url, meta.message_id);
     let mut alerts = Vec::new();
     {
         let mut engine = state.forged.lock().unwrap_or_else(|e| e.into_inner());
         let mut detections = Vec::new();
-        for (n, e) in events.iter().enumerate() {
+        for (n, e) in &events {
             detections.clear();
             engine.evaluate(e, &mut detections);
             for d in &detections {
@@ -175,7 +176,7 @@ async fn raise_rejections(
                     rule,
                     d,
                     e,
-                    SourceRef::file(&source, n as u64),
+                    SourceRef::file(&source, *n as u64),
                 )));
             }
         }
