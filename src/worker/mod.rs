@@ -11,7 +11,6 @@
 //! Shutdown is a parameter ([`Signals`]), as are rule reloads, so tests drive both.
 
 pub mod admission;
-pub mod completed;
 mod evaluate;
 pub mod notification;
 mod process;
@@ -33,7 +32,7 @@ use crate::input::Limits;
 use crate::metrics::{Counter, Metrics};
 use crate::rules::{RuleSet, Strictness};
 use crate::sinks::{self, Sink};
-use completed::Completed;
+use crate::state::Completed;
 
 /// What the process tells the worker.
 pub struct Signals {
@@ -63,10 +62,10 @@ pub(crate) struct State {
     sinks: Vec<Sink>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    completed: Mutex<Completed>,
+    completed: Arc<Mutex<Completed>>,
     limits: Limits,
     /// `DeleteObjects` alerts and access log lines waiting for each other.
-    pending: Arc<Mutex<crate::join::PendingJoin>>,
+    pending: Arc<Mutex<crate::join::DeleteJoin>>,
     /// Receipt handles of messages being processed, by message id, with their queue,
     /// so that messages still unfinished when the grace period ends can be released.
     inflight: Mutex<HashMap<String, (String, String)>>,
@@ -172,10 +171,12 @@ pub async fn run_with(
         .max()
         .unwrap_or(0);
     let state = Arc::new(State {
-        pending: Arc::new(Mutex::new(crate::join::PendingJoin::new(
-            cfg.join.window,
-            cfg.join.max_pending,
-            cfg.join.enabled,
+        pending: Arc::new(Mutex::new(crate::join::DeleteJoin::new(
+            crate::join::Policy::Streaming {
+                window: cfg.join.window,
+                max_entries: cfg.join.max_pending,
+                active: cfg.join.enabled,
+            },
         ))),
         sqs: aws_sdk_sqs::Client::new(&aws),
         s3: crate::aws::s3_client(&aws),
@@ -183,7 +184,7 @@ pub async fn run_with(
         sinks,
         metrics: handles.metrics.clone(),
         health: handles.health.clone(),
-        completed: Mutex::new(Completed::new(completed_cap)),
+        completed: Arc::new(Mutex::new(Completed::new(completed_cap))),
         limits: Limits {
             max_decompressed_bytes: cfg.limits.max_decompressed_bytes,
             max_record_bytes: cfg.limits.max_record_bytes,

@@ -18,6 +18,7 @@ use crate::alert::{Alert, SourceRef};
 use crate::input;
 use crate::metrics::Counter;
 use crate::sinks::SinkError;
+use crate::state::State as _;
 
 /// Alerts are handed from the reading thread to delivery through a bounded channel,
 /// so a file with many alerts never holds them all in memory.
@@ -189,20 +190,22 @@ async fn raise_rejections(
     deliver(rx, state, &AtomicBool::new(false)).await
 }
 
-fn done_before(state: &State, b: &str, k: &str, etag: &str) -> bool {
-    let id = (b.to_owned(), k.to_owned(), etag.to_owned());
-    state
-        .completed
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .contains(&id)
-}
-
 /// Reads one object through the engine and delivers its alerts.
 async fn object(state: &State, source: &Source, obj: &ObjectRef) -> Result<(), ObjectError> {
     let (bucket, mut key) = (obj.bucket.clone(), obj.key.clone());
+    let rules = state
+        .engine
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let done_before = |b: &str, k: &str, etag: &str| {
+        let id = (b.to_owned(), k.to_owned(), etag.to_owned());
+        rules
+            .state(&state.pending, &state.completed)
+            .object_done(&id)
+    };
     if let Some(etag) = &obj.etag
-        && done_before(state, &bucket, &key, etag.trim_matches('"'))
+        && done_before(&bucket, &key, etag.trim_matches('"'))
     {
         tracing::info!(bucket = ?bucket, key = ?key, "already processed (redelivery); skipping");
         state.metrics.add(Counter::ObjectsSkipped, 1);
@@ -218,17 +221,12 @@ async fn object(state: &State, source: &Source, obj: &ObjectRef) -> Result<(), O
         Err(e) => return Err(e.into()),
     };
     let etag = etag.unwrap_or_default();
-    if done_before(state, &bucket, &key, &etag) {
+    if done_before(&bucket, &key, &etag) {
         tracing::info!(bucket = ?bucket, key = ?key, "already processed (redelivery); skipping");
         state.metrics.add(Counter::ObjectsSkipped, 1);
         return Ok(());
     }
 
-    let engine = state
-        .engine
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
     let cancel = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<Arc<Alert>>(ALERT_CHANNEL);
     let reader = Cancellable {
@@ -236,10 +234,11 @@ async fn object(state: &State, source: &Source, obj: &ObjectRef) -> Result<(), O
         cancel: cancel.clone(),
     };
     let limits = state.limits;
-    let pending = state.pending.clone();
-    let (b2, k2) = (bucket.clone(), key.clone());
+    let (join, completed) = (state.pending.clone(), state.completed.clone());
+    let (b2, k2, r2) = (bucket.clone(), key.clone(), rules.clone());
     let reading = tokio::task::spawn_blocking(move || {
-        evaluate::file(reader, limits, &engine, &pending, &b2, &k2, &tx)
+        let shared = r2.state(&join, &completed);
+        evaluate::file(reader, limits, &r2, shared, &b2, &k2, &tx)
     });
     let delivering = deliver(rx, state, &cancel);
     let (read_result, delivered) = tokio::join!(reading, delivering);
@@ -281,11 +280,9 @@ async fn object(state: &State, source: &Source, obj: &ObjectRef) -> Result<(), O
     state.metrics.add_lag(&counts.lag);
     tracing::info!(bucket = ?bucket, key = ?key, records = stats.records, record_errors = stats.record_errors,
         alerts = counts.alerts, "file processed");
-    state
-        .completed
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert((bucket, key, etag));
+    rules
+        .state(&state.pending, &state.completed)
+        .object_completed((bucket, key, etag));
     Ok(())
 }
 
