@@ -11,8 +11,9 @@ use crate::engine::EngineOptions;
 use crate::input::{InputSpec, Limits};
 use crate::output::{self, Format};
 use crate::record::parse_time_ms;
-use crate::rules::{RuleSet, Severity, Strictness, testing};
+use crate::rules::{RuleSet, Severity, Strictness};
 use crate::scan::{self, ScanOptions};
+use crate::testing;
 
 /// Exit status: success whatever the alerts.
 pub const EXIT_OK: u8 = 0;
@@ -221,7 +222,7 @@ fn load_rules(dir: &std::path::Path, strictness: Strictness) -> Result<RuleSet, 
 
 fn report_load(
     dir: &std::path::Path,
-    loaded: Result<RuleSet, crate::rules::Diagnostics>,
+    loaded: Result<RuleSet, crate::rules::diagnostics::Diagnostics>,
 ) -> Result<RuleSet, ExitCode> {
     match loaded {
         Ok(set) => {
@@ -312,10 +313,9 @@ fn rules_report(
         Err(code) => return Ok(code),
     };
     let outcomes = testing::run_all(&set.rules);
-    let not_ported = crate::rules::report::NotPorted::load(dir)?;
-    let up = upstream.map(crate::rules::report::upstream).transpose()?;
-    let (text, totals) =
-        crate::rules::report::render(&set.rules, &outcomes, &not_ported, up.as_ref());
+    let not_ported = testing::report::NotPorted::load(dir)?;
+    let up = upstream.map(testing::report::upstream).transpose()?;
+    let (text, totals) = testing::report::render(&set.rules, &outcomes, &not_ported, up.as_ref());
     print!("{text}");
     let failed = outcomes.iter().any(|o| !o.passed());
     for o in outcomes.iter().filter(|o| !o.passed()) {

@@ -7,7 +7,7 @@
 //! object ([`input::s3`], [`input::decode`]) → records ([`input::records`],
 //! [`input::access_log`]) → normalised event ([`record`], [`identity`]) → rules
 //! ([`rules`], matched by [`engine`]) → state (the engine's windows,
-//! [`rules::threshold`]; the DeleteObjects [`join`]) → alert ([`alert`]) → sinks
+//! [`engine::windows`]; the DeleteObjects [`join`]) → alert ([`alert`]) → sinks
 //! ([`sinks`]), and only then the SQS delete. `scan` takes the same path from files
 //! or an S3 prefix to [`output`].
 //!
@@ -16,10 +16,13 @@
 //!   reading.
 //! - [`record`] and [`identity`]: a record as rules see it, with the normalised
 //!   `actor.*`, `s3.*` and `event.*` fields.
-//! - [`rules`]: the TOML rule language — loading with spans, compiled matchers,
-//!   conditions, thresholds, inline tests, reports.
-//! - [`engine`]: evaluates events against rules: a pure half (matching,
-//!   observations) and the windowed state of thresholds and suppression.
+//! - [`rules`]: the TOML rule language — the rule types, loading files with spans,
+//!   compiling matchers, conditions, thresholds and inline tests, diagnostics.
+//! - [`engine`]: evaluates events against rules: a pure half (matching through the
+//!   rule index, observations) and the windowed state of thresholds and
+//!   suppression.
+//! - [`testing`]: running rules' inline tests on the engine, and the conformance
+//!   report of ported rules (`trailwatch rules test`).
 //! - [`join`]: `DeleteObjects` alerts paired with S3 server access log lines.
 //! - [`alert`]: what a detection becomes, with a deterministic id.
 //! - [`output`]: JSON lines and CSV; [`sinks`]: stdout, file, SNS, webhooks.
@@ -50,4 +53,5 @@ pub mod scan;
 pub mod shutdown;
 pub mod sinks;
 pub mod state;
+pub mod testing;
 pub mod worker;

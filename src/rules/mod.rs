@@ -1,26 +1,33 @@
 //! Detection rules: one TOML file per rule, compiled once and evaluated per event.
+//! This module holds the types of a compiled rule ([`Rule`], [`RuleSet`],
+//! [`Severity`] …); its children load and compile them:
 //!
-//! - [`syntax`]: reading a rule file into a [`Rule`], with every problem reported as
-//!   `file:line:col: message`.
+//! - [`load`]: the rule files under a directory, read and compiled together, every
+//!   problem of every file reported.
+//! - [`compile`]: one rule file's TOML, with spans, into a [`Rule`].
+//! - [`diagnostics`]: problems as `file:line:col: message`, with suggestions.
 //! - [`matcher`]: compiled field operators.
 //! - [`condition`]: the `condition` expression.
-//! - [`threshold`]: counting windows and suppression, in event time.
-//! - [`testing`]: the inline `[[test]]` runner behind `trailwatch rules test`.
+//! - `test_events`: the events of a `[[test]]` read from a file.
+//!
+//! Evaluating rules is the [`crate::engine`]'s; running their inline tests and the
+//! conformance report are [`crate::testing`]'s.
 //!
 //! The language is specified in `docs/rules.md`.
 
+pub mod compile;
 pub mod condition;
+pub mod diagnostics;
+pub mod load;
 pub mod matcher;
-pub mod report;
-pub mod syntax;
-pub mod testing;
-pub mod threshold;
+mod test_events;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::record::{Event, FieldRef, LogType};
 use condition::Cond;
+use diagnostics::{Diagnostic, Diagnostics};
 use matcher::Selection;
 
 /// Alert severity, ordered from `info` to `critical`.
@@ -325,43 +332,6 @@ impl Rule {
     }
 }
 
-/// One problem in a rule file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostic {
-    pub path: PathBuf,
-    pub line: usize,
-    pub col: usize,
-    pub message: String,
-}
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.path.display(),
-            self.line,
-            self.col,
-            self.message
-        )
-    }
-}
-
-/// Every problem found while loading a rule set.
-#[derive(Debug, Clone)]
-pub struct Diagnostics(pub Vec<Diagnostic>);
-
-impl fmt::Display for Diagnostics {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for d in &self.0 {
-            writeln!(f, "{d}")?;
-        }
-        write!(f, "{} problem(s) in rules", self.0.len())
-    }
-}
-
-impl std::error::Error for Diagnostics {}
-
 /// The rules loaded from a directory.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
@@ -383,76 +353,20 @@ impl RuleSet {
     /// Loads every `*.toml` under `path` (recursively, in path order), or the one file
     /// `path` names. All problems of all files are reported together.
     pub fn load(path: &Path, strictness: Strictness) -> Result<RuleSet, Diagnostics> {
-        RuleSet::load_with(path, syntax::Loader::new(strictness, today()))
+        load::load_with(path, load::Loader::new(strictness, today()))
     }
 
     /// [`RuleSet::load`] without the rules' `[[test]]` tables, for a scan: it only
     /// detects, and the tests' events would cost memory and load time.
     pub fn load_without_tests(path: &Path, strictness: Strictness) -> Result<RuleSet, Diagnostics> {
-        RuleSet::load_with(
-            path,
-            syntax::Loader::new(strictness, today()).without_tests(),
-        )
+        load::load_with(path, load::Loader::new(strictness, today()).without_tests())
     }
 
     /// One rule file held in memory (a rule built into the binary); `path` names it
     /// in diagnostics.
     pub fn from_text(path: &Path, src: &str) -> Result<RuleSet, Diagnostics> {
-        let mut loader = syntax::Loader::new(Strictness::Check, today()).without_tests();
+        let mut loader = load::Loader::new(Strictness::Check, today()).without_tests();
         loader.add(path, src);
-        loader.finish()
-    }
-
-    fn load_with(path: &Path, loader: syntax::Loader) -> Result<RuleSet, Diagnostics> {
-        let cannot = |e: std::io::Error| {
-            Diagnostics(vec![Diagnostic {
-                path: path.to_path_buf(),
-                line: 1,
-                col: 1,
-                message: format!(
-                    "cannot read rules: {e} (set --rules or TRAILWATCH_RULES to the rules directory)"
-                ),
-            }])
-        };
-        let tree = walk(path).map_err(cannot)?;
-        // The rules directory, resolved: rule files (through symlinks) and the
-        // tests' `file`s must be inside it. For a single rule file, its directory.
-        let root = if tree.single_file {
-            path.parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."))
-                .canonicalize()
-        } else {
-            path.canonicalize()
-        }
-        .map_err(cannot)?;
-        let mut loader = loader.with_root(&root);
-        for d in &tree.skipped_dirs {
-            loader.warning_at_file(
-                d,
-                "symlinked directory not followed: rules are read from real directories only (a link such as `loop -> .` would make the walk endless); link the rule files themselves instead".into(),
-            );
-        }
-        for f in &tree.files {
-            if !tree.single_file
-                && f.symlink_metadata()
-                    .is_ok_and(|m| m.file_type().is_symlink())
-                && f.canonicalize().is_ok_and(|t| !t.starts_with(&root))
-            {
-                loader.error_at_file(
-                    f,
-                    format!(
-                        "the symlink leads outside the rules directory {}: a symlinked rule file must point to a file inside it",
-                        root.display()
-                    ),
-                );
-                continue;
-            }
-            match std::fs::read_to_string(f) {
-                Ok(src) => loader.add(f, &src),
-                Err(e) => loader.error_at_file(f, format!("cannot read rule file: {e}")),
-            }
-        }
         loader.finish()
     }
 
@@ -466,70 +380,6 @@ impl RuleSet {
 pub fn today() -> (i32, u8, u8) {
     let now = time::OffsetDateTime::now_utc();
     (now.year(), now.month() as u8, now.day())
-}
-
-/// `*.toml` files under `path` (except those named `_*`), sorted; `path` itself
-/// when it is a file. Symlinked directories are not followed (see [`walk`]).
-pub fn rule_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
-    Ok(walk(path)?.files)
-}
-
-/// What [`walk`] found.
-struct RuleTree {
-    files: Vec<PathBuf>,
-    /// Symlinks to directories, not followed.
-    skipped_dirs: Vec<PathBuf>,
-    /// `path` named one file.
-    single_file: bool,
-}
-
-/// The rule files under `path`, recursively, in path order. `path` itself is
-/// followed when it is a symlink; below it, symlinks to directories are not (a
-/// link such as `loop -> .` or `up -> ..` would make the walk endless, and a
-/// directory tree has no cycles without them), while symlinks to files are kept:
-/// [`RuleSet::load`] reads them when they point inside the rules directory.
-fn walk(path: &Path) -> std::io::Result<RuleTree> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    if !meta.is_dir() {
-        return Ok(RuleTree {
-            files: vec![path.to_path_buf()],
-            skipped_dirs: Vec::new(),
-            single_file: true,
-        });
-    }
-    // Files whose name starts with `_` hold data for tools, not rules.
-    let is_rule = |p: &Path| {
-        p.extension().is_some_and(|x| x == "toml")
-            && !p
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('_'))
-    };
-    let mut files = Vec::new();
-    let mut skipped_dirs = Vec::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let p = entry.path();
-            // The entry itself, not what a symlink points to.
-            let kind = entry.file_type()?;
-            if kind.is_dir() {
-                stack.push(p);
-            } else if kind.is_symlink() && p.is_dir() {
-                skipped_dirs.push(p);
-            } else if is_rule(&p) {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
-    skipped_dirs.sort();
-    Ok(RuleTree {
-        files,
-        skipped_dirs,
-        single_file: false,
-    })
 }
 
 #[cfg(test)]

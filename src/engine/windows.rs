@@ -14,6 +14,12 @@
 //! wall clock (the caller decides, see [`crate::engine::Engine`]) is evaluated with
 //! [`ThresholdState::observe_ahead`] and [`SuppressState::admit_ahead`], which move
 //! no mark: one record dated 2099 would otherwise make every real event late.
+//!
+//! This is the engine's runtime state; what a rule asks for (`[threshold]`,
+//! `[suppress]`) is compiled in [`crate::rules::compile::threshold`]. The file runs
+//! past 600 lines because of its tests: the in-order fast path, the late-event
+//! examination and eviction are one algorithm, tested beside it against a
+//! reference that examines every window.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,7 +28,7 @@ use std::sync::Arc;
 // (group counts are bounded by eviction).
 use rustc_hash::FxHashMap as HashMap;
 
-use super::{Suppress, Threshold};
+use crate::rules::{Suppress, Threshold};
 
 /// How far behind the newest event an event may arrive and still be counted with
 /// the events around it.

@@ -1,5 +1,10 @@
 //! The inline `[[test]]` runner behind `trailwatch rules test`: each test feeds its
 //! events, in order, to a fresh engine holding only its rule and counts the alerts.
+//!
+//! It drives the engine, so it sits above it rather than in [`crate::rules`];
+//! [`report`] is the conformance report built from its outcomes.
+
+pub mod report;
 
 use crate::engine::{Engine, EngineOptions};
 use crate::record::{Event, LogType};

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::Rule;
-use super::testing::Outcome;
+use super::Outcome;
+use crate::rules::Rule;
 
 /// `_not_ported.toml` in a rules directory: upstream rules the language cannot
 /// express yet.
