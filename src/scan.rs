@@ -11,8 +11,8 @@ use anyhow::Context;
 
 use crate::alert::{Alert, AlertRef, SourceRef};
 use crate::engine::{Detection, Engine, EngineOptions, Observation};
-use crate::input::records::Syntax;
 use crate::input::{self, InputSpec, Item, Limits, Position, RECORD_ERRORS_SHOWN};
+use crate::json::Syntax;
 // Diagnostics name files and keys from outside: written escaped, like the logs.
 use crate::logging::Escaped;
 use crate::output::AlertWriter;
