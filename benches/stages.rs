@@ -12,8 +12,9 @@ use std::path::PathBuf;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use trailwatch::alert::{Alert, SourceRef};
 use trailwatch::engine::{Engine, EngineOptions};
-use trailwatch::input::records::{RecordSplitter, Syntax};
+use trailwatch::input::records::RecordSplitter;
 use trailwatch::input::{Item, Limits, read_events};
+use trailwatch::json::Syntax;
 use trailwatch::record::Event;
 use trailwatch::rules::{RuleSet, Strictness};
 

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::engine::Detection;
 use crate::identity::Actor;
-use crate::output::json::{self, Object};
+use crate::json::writer::{self, Object};
 use crate::record::{Event, RecordJson, format_time_ms};
 use crate::rules::Rule;
 
@@ -405,7 +405,7 @@ impl AlertRef<'_> {
                 if i > 0 {
                     out.push(b',');
                 }
-                json::string(out, t);
+                writer::string(out, t);
             }
             out.push(b']');
         });

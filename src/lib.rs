@@ -33,6 +33,8 @@
 //!   [`shutdown`] (stopping, shared by the long-running parts), [`aws`] (the SDK
 //!   edge).
 //! - [`cli`]: the command line; [`logging`]: stderr logs, escaped.
+//! - [`json`]: low-level JSON the layers share (byte scanning, the splitter's grammar
+//!   check, walking an object's members, the writer), a leaf importing nothing else.
 
 pub mod alert;
 pub mod aws;
@@ -44,6 +46,7 @@ pub mod health;
 pub mod identity;
 pub mod input;
 pub mod join;
+pub mod json;
 pub mod logging;
 pub mod metrics;
 pub mod output;

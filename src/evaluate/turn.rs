@@ -4,7 +4,7 @@
 use super::prepare::{Built, Prepared, Ready, Renderer};
 use crate::alert::{Alert, SourceRef};
 use crate::engine::{Detection, Engine};
-use crate::input::records::Syntax;
+use crate::json::Syntax;
 use crate::input::{Position, RECORD_ERRORS_SHOWN};
 use crate::join::{FileKeys, delete_objects_request};
 use crate::record::{Event, RecordError};

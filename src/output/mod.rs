@@ -151,8 +151,6 @@ impl<W: Write> AlertWriter for JoinCsv<W> {
     }
 }
 
-pub mod json;
-
 pub struct Jsonl<W> {
     out: W,
     /// The line being written, kept between alerts.

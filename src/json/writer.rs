@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::input::records::word_marks;
+use super::scan::word_marks;
 
 /// Writes `s` as a JSON string, exactly as serde_json does.
 pub fn string(out: &mut Vec<u8>, s: &str) {
