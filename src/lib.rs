@@ -28,10 +28,14 @@
 //! - [`output`]: JSON lines and CSV; [`sinks`]: stdout, file, SNS, webhooks.
 //! - [`scan`]: the offline driver behind `trailwatch scan`.
 //! - [`worker`]: the SQS driver behind `trailwatch run` (intake, admission, the
-//!   per-file evaluation, delivery, the delete); [`config`] its configuration.
+//!   per-file evaluation, delivery, the delete; its shared state resolved from the
+//!   configuration once, and its SQS calls); [`config`] its configuration (the
+//!   file, the `TRAILWATCH_*` environment, sources with their compiled key
+//!   filters, typed sinks).
+//! - [`events`]: the worker's notable events, each logging and counting in one call.
 //! - [`metrics`] (CloudWatch and `/metrics`), [`health`] (`/healthz`, `/readyz`),
-//!   [`shutdown`] (stopping, shared by the long-running parts), [`aws`] (the SDK
-//!   edge).
+//!   [`shutdown`] (stopping) and [`retry`] (backoff), shared by the long-running
+//!   parts; [`aws`] (the SDK edge).
 //! - [`cli`]: the command line; [`logging`]: stderr logs, escaped.
 //! - [`json`]: low-level JSON the layers share (byte scanning, the splitter's grammar
 //!   check, walking an object's members, the writer), a leaf importing nothing else.
@@ -42,6 +46,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod evaluate;
+pub mod events;
 pub mod health;
 pub mod identity;
 pub mod input;
@@ -51,6 +56,7 @@ pub mod logging;
 pub mod metrics;
 pub mod output;
 pub mod record;
+pub mod retry;
 pub mod rules;
 pub mod scan;
 pub mod shutdown;

@@ -4,9 +4,9 @@
 use super::prepare::{Built, Prepared, Ready, Renderer};
 use crate::alert::{Alert, SourceRef};
 use crate::engine::{Detection, Engine};
-use crate::json::Syntax;
 use crate::input::{Position, RECORD_ERRORS_SHOWN};
 use crate::join::{FileKeys, delete_objects_request};
+use crate::json::Syntax;
 use crate::record::{Event, RecordError};
 use crate::rules::Rule;
 use crate::state::State;

@@ -10,12 +10,14 @@ use aws_sdk_cloudwatch::Client;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit, StatisticSet};
 use tokio::sync::watch;
 
-use super::{Counter, Metrics, Pending};
+use super::{Metrics, Pending};
+use crate::events::{DatapointsDropped, InternalEvent};
 
 /// CloudWatch accepts up to 1000 datapoints per PutMetricData; stay well below.
 const BATCH: usize = 500;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+#[derive(Clone)]
 pub struct Publisher {
     pub client: Client,
     pub namespace: String,
@@ -54,9 +56,11 @@ impl Publisher {
             Err(e) => {
                 pending.failures += 1;
                 if pending.failures >= self.max_pending_flushes {
-                    let n = pending.datapoints();
-                    tracing::warn!(error = %e, dropped = n, "CloudWatch keeps failing; dropping metric datapoints");
-                    self.metrics.add(Counter::DroppedDatapoints, n);
+                    DatapointsDropped {
+                        error: &e,
+                        dropped: pending.datapoints(),
+                    }
+                    .emit(&self.metrics);
                 } else {
                     tracing::warn!(error = %e, attempt = pending.failures, "PutMetricData failed; will retry with the next flush");
                     self.metrics.restore_pending(pending);

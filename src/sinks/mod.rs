@@ -1,6 +1,6 @@
 //! Alert sinks: where alerts go, each with an optional minimum severity. A delivery
-//! is retried with exponential backoff and jitter; the worker deletes an SQS message
-//! only after every sink accepted every alert of its files.
+//! is retried with exponential backoff and jitter ([`crate::retry`]); the worker
+//! deletes an SQS message only after every sink accepted every alert of its files.
 
 mod sns;
 mod webhook;
@@ -8,17 +8,11 @@ mod webhook;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crate::alert::Alert;
-use crate::config::{SinkConfig, SinkType};
+use crate::config::{SinkConfig, SinkTarget};
+use crate::retry::backoff;
 use crate::rules::Severity;
-
-/// Backoff between attempts: 0.5 s doubling up to 20 s, with full jitter.
-pub fn backoff(attempt: u32) -> Duration {
-    let cap_ms = (500u64 << attempt.min(6)).min(20_000);
-    Duration::from_millis(fastrand::u64(cap_ms / 2..=cap_ms))
-}
 
 enum Kind {
     Stdout,
@@ -66,37 +60,33 @@ pub struct SinkError {
 impl Sink {
     /// Builds a sink; AWS clients come from `aws` (the standard SDK chain).
     pub fn new(c: &SinkConfig, aws: &aws_config::SdkConfig) -> anyhow::Result<Sink> {
-        let (kind, name) = match c.kind {
-            SinkType::Stdout => (Kind::Stdout, "stdout".to_owned()),
-            SinkType::File => {
-                let path = c.path.clone().expect("validated");
-                (
-                    Kind::File {
-                        path: path.clone(),
-                        lock: Mutex::new(()),
-                    },
-                    format!("file:{}", path.display()),
-                )
-            }
-            SinkType::Sns => {
-                let topic = c.topic_arn.clone().expect("validated");
-                (
-                    Kind::Sns(sns::Sns::new(aws, topic.clone())),
-                    format!("sns:{topic}"),
-                )
-            }
-            SinkType::Webhook => {
-                let url = c.url.clone().expect("validated");
-                (
-                    Kind::Webhook(webhook::Webhook::new(
-                        url.clone(),
-                        c.slack,
-                        c.timeout,
-                        c.allow_insecure_http,
-                    )?),
-                    format!("webhook:{}", crate::config::mask_url(&url)),
-                )
-            }
+        let (kind, name) = match &c.target {
+            SinkTarget::Stdout => (Kind::Stdout, "stdout".to_owned()),
+            SinkTarget::File { path } => (
+                Kind::File {
+                    path: path.clone(),
+                    lock: Mutex::new(()),
+                },
+                format!("file:{}", path.display()),
+            ),
+            SinkTarget::Sns { topic_arn } => (
+                Kind::Sns(sns::Sns::new(aws, topic_arn.clone())),
+                format!("sns:{topic_arn}"),
+            ),
+            SinkTarget::Webhook {
+                url,
+                slack,
+                allow_insecure_http,
+                timeout,
+            } => (
+                Kind::Webhook(webhook::Webhook::new(
+                    url.clone(),
+                    *slack,
+                    *timeout,
+                    *allow_insecure_http,
+                )?),
+                format!("webhook:{}", crate::config::mask_url(url)),
+            ),
         };
         Ok(Sink {
             kind,
@@ -188,19 +178,4 @@ fn jsonl(alerts: &[Arc<Alert>]) -> Vec<u8> {
 /// Builds every configured sink.
 pub fn build(configs: &[SinkConfig], aws: &aws_config::SdkConfig) -> anyhow::Result<Vec<Sink>> {
     configs.iter().map(|c| Sink::new(c, aws)).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for attempt in 1..20 {
-            let d = backoff(attempt);
-            assert!(d <= Duration::from_secs(20), "{attempt}: {d:?}");
-            assert!(d >= Duration::from_millis(500), "{attempt}: {d:?}");
-        }
-        assert!(backoff(6) >= Duration::from_secs(10));
-    }
 }

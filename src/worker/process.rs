@@ -15,6 +15,10 @@ use super::notification::{self, Notification, ObjectRef};
 use super::{Source, State};
 
 use crate::alert::{Alert, SourceRef};
+use crate::events::{
+    DeleteFailed, FileFailed, InternalEvent, MessageKept, NotificationRejected,
+    NotificationUnreadable, ObjectFiltered, SinkDeliveryFailed, VisibilityChangeFailed,
+};
 use crate::input;
 use crate::metrics::Counter;
 use crate::sinks::SinkError;
@@ -73,7 +77,7 @@ pub(super) async fn message(
     let attr = |name: Attr| msg.attributes.as_ref().and_then(|a| a.get(&name)).cloned();
     let receives = attr(Attr::ApproximateReceiveCount).unwrap_or_default();
     let meta = MessageMeta {
-        queue_url: source.cfg.queue_url.clone(),
+        queue_url: source.queue.url().to_owned(),
         message_id: id.clone(),
         sender_id: attr(Attr::SenderId),
         sent_ms: attr(Attr::SentTimestamp).and_then(|t| t.parse().ok()),
@@ -82,7 +86,7 @@ pub(super) async fn message(
         .inflight
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(id.clone(), (source.cfg.queue_url.clone(), receipt.clone()));
+        .insert(id.clone(), (source.queue.url().to_owned(), receipt.clone()));
     let heartbeat = tokio::spawn(heartbeat(state.clone(), source.clone(), receipt.clone()));
 
     let ok = handle(&state, &source, &meta, msg.body.as_deref().unwrap_or("")).await;
@@ -91,9 +95,13 @@ pub(super) async fn message(
     if ok {
         delete(&state, &source, &id, &receipt).await;
     } else {
-        tracing::warn!(message_id = %id, receive_count = %receives, retry_in = ?source.cfg.retry_delay,
-            "message kept for redelivery (the queue's redrive policy moves it to the dead-letter queue after maxReceiveCount)");
-        set_visibility(&state, &source, &receipt, source.cfg.retry_delay).await;
+        MessageKept {
+            message_id: &id,
+            receive_count: &receives,
+            retry_in: source.retry_delay,
+        }
+        .emit(&state.metrics);
+        set_visibility(&state, &source, &receipt, source.retry_delay).await;
     }
     state
         .inflight
@@ -120,9 +128,12 @@ async fn handle(state: &State, source: &Source, meta: &MessageMeta, body: &str) 
             return true;
         }
         Err(e) => {
-            state.metrics.add(Counter::NotificationErrors, 1);
-            let preview: String = body.chars().take(200).collect();
-            tracing::error!(message_id = %id, error = %e, body = ?preview, "cannot read SQS message");
+            NotificationUnreadable {
+                message_id: id,
+                error: &e,
+                body,
+            }
+            .emit(&state.metrics);
             return false;
         }
     };
@@ -130,21 +141,34 @@ async fn handle(state: &State, source: &Source, meta: &MessageMeta, body: &str) 
     let mut rejected = Vec::new();
     for (n, obj) in objects.into_iter().enumerate() {
         if let Err(why) = source.admission.check(&obj) {
-            state.metrics.add(Counter::NotificationsRejected, 1);
-            tracing::warn!(message_id = ?id, sender_id = ?meta.sender_id, bucket = ?obj.bucket, key = ?obj.key,
-                reason = %why, "notification rejected: it names an object outside this source's allow-list; the object is not read");
+            NotificationRejected {
+                message_id: id,
+                sender_id: meta.sender_id.as_deref(),
+                bucket: &obj.bucket,
+                key: &obj.key,
+                reason: &why,
+            }
+            .emit(&state.metrics);
             rejected.push((n, admission::rejection_event(meta, n, &obj, &why)));
             continue;
         }
         if !source.wanted(&obj.key) {
-            tracing::debug!(bucket = ?obj.bucket, key = ?obj.key, "skipped by the include/exclude key filters");
-            state.metrics.add(Counter::ObjectsSkipped, 1);
+            ObjectFiltered {
+                bucket: &obj.bucket,
+                key: &obj.key,
+            }
+            .emit(&state.metrics);
             continue;
         }
         if let Err(e) = object(state, source, &obj).await {
             ok = false;
-            state.metrics.add(Counter::FileErrors, 1);
-            tracing::error!(message_id = %id, bucket = ?obj.bucket, key = ?obj.key, error = %e, "file failed");
+            FileFailed {
+                message_id: id,
+                bucket: &obj.bucket,
+                key: &obj.key,
+                error: &e,
+            }
+            .emit(&state.metrics);
         }
     }
     if !rejected.is_empty()
@@ -308,17 +332,26 @@ async fn deliver(
         for sink in &state.sinks {
             let mut round = 0;
             while let Err(e) = sink.deliver(&batch).await {
-                metrics.add(Counter::SinkErrors, 1);
                 if state.stopping.load(Ordering::SeqCst) {
+                    SinkDeliveryFailed {
+                        sink: &sink.name,
+                        error: &e,
+                        retry: None,
+                    }
+                    .emit(metrics);
                     // Stop reading the file: its message is released for another
                     // worker (or this one after a restart).
                     cancel.store(true, Ordering::SeqCst);
                     return Err(e);
                 }
                 round += 1;
-                let wait = crate::sinks::backoff(round + 1);
-                tracing::error!(sink = %sink.name, error = %e, round, retry_in = ?wait,
-                    "alert delivery failed; the file's message is held and delivery retried");
+                let wait = crate::retry::backoff(round + 1);
+                SinkDeliveryFailed {
+                    sink: &sink.name,
+                    error: &e,
+                    retry: Some((round, wait)),
+                }
+                .emit(metrics);
                 tokio::time::sleep(wait).await;
             }
         }
@@ -362,47 +395,33 @@ pub(super) fn now_ms() -> u64 {
 /// Keeps a message invisible while its files are processed: renews the visibility
 /// timeout every third of it.
 async fn heartbeat(state: Arc<State>, source: Arc<Source>, receipt: String) {
-    let vt = source.cfg.visibility_timeout;
-    let every = (vt / 3).max(Duration::from_secs(1));
     loop {
-        tokio::time::sleep(every).await;
-        set_visibility(&state, &source, &receipt, vt).await;
+        tokio::time::sleep(source.heartbeat_every).await;
+        set_visibility(&state, &source, &receipt, source.visibility_timeout).await;
     }
 }
 
 pub(super) async fn set_visibility(state: &State, source: &Source, receipt: &str, to: Duration) {
-    let r = state
-        .sqs
-        .change_message_visibility()
-        .queue_url(&source.cfg.queue_url)
-        .receipt_handle(receipt)
-        .visibility_timeout(to.as_secs() as i32)
-        .send()
-        .await;
-    if let Err(e) = r {
-        state.metrics.add(Counter::SqsErrors, 1);
-        tracing::warn!(error = %crate::aws::error_text(&e), "ChangeMessageVisibility failed");
+    if let Err(error) = source.queue.change_visibility(receipt, to).await {
+        VisibilityChangeFailed { error: &error }.emit(&state.metrics);
     }
 }
 
 async fn delete(state: &State, source: &Source, id: &str, receipt: &str) {
     for attempt in 1..=3 {
-        let r = state
-            .sqs
-            .delete_message()
-            .queue_url(&source.cfg.queue_url)
-            .receipt_handle(receipt)
-            .send()
-            .await;
-        match r {
-            Ok(_) => {
+        match source.queue.delete(receipt).await {
+            Ok(()) => {
                 state.metrics.add(Counter::MessagesDeleted, 1);
                 return;
             }
-            Err(e) => {
-                state.metrics.add(Counter::SqsErrors, 1);
-                tracing::warn!(message_id = %id, attempt, error = %crate::aws::error_text(&e), "DeleteMessage failed");
-                tokio::time::sleep(crate::sinks::backoff(attempt)).await;
+            Err(error) => {
+                DeleteFailed {
+                    message_id: id,
+                    attempt,
+                    error: &error,
+                }
+                .emit(&state.metrics);
+                tokio::time::sleep(crate::retry::backoff(attempt)).await;
             }
         }
     }
