@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -14,7 +14,7 @@ use crate::record::{Event, RecordJson, format_time_ms};
 use crate::rules::Rule;
 
 /// Where a record was read from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceRef {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
@@ -47,7 +47,7 @@ impl SourceRef {
 }
 
 /// The CloudTrail fields every alert repeats, under their CloudTrail names.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventOut {
     pub event_time: Option<String>,
@@ -66,25 +66,27 @@ pub struct EventOut {
     pub recipient_account_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct S3Out {
     pub bucket: Option<String>,
     pub key: Option<String>,
 }
 
 /// The threshold that fired.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ThresholdOut {
     pub count: u64,
     pub window: String,
     /// `group_by` field → value.
     pub group: serde_json::Map<String, Value>,
-    pub first_event_time: String,
-    pub last_event_time: String,
+    /// The window that reached the count: `[window_start, window_end)`, aligned
+    /// to the epoch, the same whatever order its events were read in.
+    pub window_start: String,
+    pub window_end: String,
 }
 
 /// One alert, as written to JSON lines and sinks.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Alert {
     pub alert_id: String,
     pub rule_id: String,
@@ -112,7 +114,7 @@ pub struct Alert {
 
 /// One key of a batch delete, from its access log line (see [`crate::join`],
 /// which reads it and pairs it with its `DeleteObjects` alert).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeletedKey {
     pub key: String,
     pub http_status: Option<u64>,
@@ -239,8 +241,8 @@ impl Derived {
                             (name.clone(), v.clone().map_or(Value::Null, Value::String))
                         })
                         .collect(),
-                    first_event_time: format_time_ms(hit.first_ms),
-                    last_event_time: format_time_ms(hit.last_ms),
+                    window_start: format_time_ms(hit.start_ms),
+                    window_end: format_time_ms(hit.end_ms),
                 }),
         }
     }
@@ -474,23 +476,25 @@ fn detected_at() -> String {
         .unwrap_or_default()
 }
 
-/// A stable id: the same rule on the same event (and, for thresholds, the same group)
-/// always gives the same id, across processes and restarts, so consumers can drop
-/// duplicates from at-least-once delivery. Events are identified by `eventID`, or by
-/// their canonical JSON when they have none.
+/// A stable id, so consumers can drop duplicates from at-least-once delivery. A
+/// rule that no window decides: the same rule on the same event always gives the
+/// same id, across processes and restarts; events are identified by `eventID`, or by
+/// their canonical JSON when they have none. A windowed rule's alert is its
+/// window's ([`Detection::gate`]: the threshold window that reached its count, or
+/// the suppression bucket that let it out), whichever event completed it.
 pub fn alert_id(rule: &Rule, d: &Detection, e: &Event) -> String {
     let mut h = Sha256::new();
-    h.update(rule.id.as_bytes());
-    h.update([0]);
-    match e.str("eventID") {
-        Some(id) => h.update(id.as_bytes()),
-        None => h.update(e.record().to_string().as_bytes()),
-    }
-    if let Some(hit) = &d.hit {
-        for v in &hit.group {
+    match &d.gate {
+        Some(gate) => {
+            h.update(b"window\0");
+            h.update(gate.text().as_bytes());
+        }
+        None => {
+            h.update(rule.id.as_bytes());
             h.update([0]);
-            if let Some(v) = v {
-                h.update(v.as_bytes());
+            match e.str("eventID") {
+                Some(id) => h.update(id.as_bytes()),
+                None => h.update(e.record().to_string().as_bytes()),
             }
         }
     }

@@ -10,7 +10,7 @@
 use serde_json::Value;
 
 /// The kind of principal behind a call (`actor.kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActorKind {
     Root,
@@ -57,7 +57,7 @@ impl ActorKind {
 
 /// The normalised principal of one record. Absent values are `None`, never "".
 /// Serialised as the `actor` object of alerts.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Actor {
     pub kind: ActorKind,
     pub name: Option<String>,

@@ -139,6 +139,11 @@ impl FileKeys {
     pub fn is_empty(&self) -> bool {
         !self.saw_access_log && self.by_request.is_empty()
     }
+
+    /// The key lines by request.
+    pub fn into_requests(self) -> HashMap<String, Vec<DeletedKey>> {
+        self.by_request
+    }
 }
 
 /// One row of the join, for `--columns deleted-keys`.
@@ -148,7 +153,8 @@ pub struct JoinRow {
     pub key: Option<DeletedKey>,
 }
 
-fn with_keys(a: &Alert, keys: &[DeletedKey]) -> Alert {
+/// A follow-up of `a`: the same alert (and id) with the request's keys.
+pub fn with_keys(a: &Alert, keys: &[DeletedKey]) -> Alert {
     let mut f = a.clone();
     f.deleted_keys = Some(keys.to_vec());
     f.note = Some(
@@ -513,7 +519,7 @@ mod tests {
             .unwrap();
         Alert::new(
             &set.rules[0],
-            &Detection { rule: 0, hit: None },
+            &Detection::matched(0),
             &e,
             SourceRef::file("f", 0),
         )

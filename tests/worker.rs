@@ -806,7 +806,7 @@ fn sns_publishes_alerts_in_batches() {
                 "requestParameters": {"bucketName": "b", "key": format!("k{i}"), "pad": "x".repeat(pad)},
             }))
             .unwrap();
-            let d = Detection { rule: 0, hit: None };
+            let d = Detection::matched(0);
             Arc::new(Alert::new(rule, &d, &event, SourceRef::file("f", i as u64)))
         })
         .collect();

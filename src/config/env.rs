@@ -9,7 +9,7 @@ use super::{Config, ConfigError, SourceConfig};
 use crate::rules::Severity;
 
 /// The environment variables that override the file, with what they set.
-pub const ENV_VARS: [(&str, &str); 12] = [
+pub const ENV_VARS: [(&str, &str); 14] = [
     ("TRAILWATCH_QUEUE_URL", "source.queue_url"),
     ("TRAILWATCH_MAX_IN_FLIGHT", "source.max_in_flight"),
     ("TRAILWATCH_INCLUDE", "source.include (comma-separated)"),
@@ -21,6 +21,11 @@ pub const ENV_VARS: [(&str, &str); 12] = [
         "source.expected_bucket_owner",
     ),
     ("TRAILWATCH_RULES", "rules.dir"),
+    (
+        "TRAILWATCH_STATE_BACKEND",
+        "state.backend (memory or dynamodb)",
+    ),
+    ("TRAILWATCH_STATE_TABLE", "state.table"),
     ("TRAILWATCH_METRICS_NAMESPACE", "metrics.namespace"),
     ("TRAILWATCH_METRICS_ENABLED", "metrics.enabled"),
     ("TRAILWATCH_HEALTH_LISTEN", "health.listen"),
@@ -77,6 +82,20 @@ impl Config<SinkFields> {
         }
         if let Some(v) = env("TRAILWATCH_RULES") {
             self.rules.dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("TRAILWATCH_STATE_BACKEND") {
+            self.state.backend = match v.to_ascii_lowercase().as_str() {
+                "memory" => super::StateBackend::Memory,
+                "dynamodb" => super::StateBackend::Dynamodb,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "TRAILWATCH_STATE_BACKEND: `{v}` is neither `memory` nor `dynamodb`"
+                    )));
+                }
+            };
+        }
+        if let Some(v) = env("TRAILWATCH_STATE_TABLE") {
+            self.state.table = v;
         }
         if let Some(v) = env("TRAILWATCH_METRICS_NAMESPACE") {
             self.metrics.namespace = v;

@@ -39,6 +39,7 @@ pub struct Config<S = SinkConfig> {
     pub sources: Vec<SourceConfig>,
     pub rules: RulesConfig,
     pub join: JoinConfig,
+    pub state: StateConfig,
     #[serde(rename = "sink")]
     pub sinks: Vec<S>,
     pub metrics: MetricsConfig,
@@ -85,6 +86,43 @@ impl Default for JoinConfig {
             enabled: false,
             window: Duration::from_secs(2 * 3600),
             max_pending: 100_000,
+        }
+    }
+}
+
+/// Where detection state lives (`[state]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    /// This process's memory: one worker.
+    #[default]
+    Memory,
+    /// A DynamoDB table shared by every worker.
+    Dynamodb,
+}
+
+/// `[state]`: thresholds, suppression, the DeleteObjects join and completed
+/// objects, in memory (one worker) or in DynamoDB (a fleet).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// `memory` (default) or `dynamodb`. Env: `TRAILWATCH_STATE_BACKEND`.
+    pub backend: StateBackend,
+    /// The DynamoDB table (`trailwatch state create-table` makes it). Env:
+    /// `TRAILWATCH_STATE_TABLE`.
+    pub table: String,
+    /// How long state waits for a window's late files after its last write (wall
+    /// clock; the items' TTL). Default "8d": CloudTrail retries delivery for days.
+    #[serde(with = "humantime_serde_compat")]
+    pub retention: Duration,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            backend: StateBackend::Memory,
+            table: String::new(),
+            retention: Duration::from_secs(8 * 24 * 3600),
         }
     }
 }
@@ -195,6 +233,7 @@ impl<S> Default for Config<S> {
             sources: vec![SourceConfig::default()],
             rules: RulesConfig::default(),
             join: JoinConfig::default(),
+            state: StateConfig::default(),
             sinks: Vec::new(),
             metrics: MetricsConfig::default(),
             health: HealthConfig::default(),
@@ -261,6 +300,14 @@ impl Config<SinkFields> {
         if self.join.window < Duration::from_secs(1) {
             problems.push("join.window must be at least 1s".to_owned());
         }
+        if self.state.backend == StateBackend::Dynamodb && self.state.table.trim().is_empty() {
+            problems.push(
+                "state.backend = \"dynamodb\" needs state.table = \"NAME\" (or TRAILWATCH_STATE_TABLE); create it with `trailwatch state create-table --table NAME`".to_owned(),
+            );
+        }
+        if self.state.retention < Duration::from_secs(3600) {
+            problems.push("state.retention must be at least 1h".to_owned());
+        }
         if self.sinks.is_empty() {
             problems.push(
                 "at least one [[sink]] is required (or set TRAILWATCH_SINKS, e.g. \"stdout\")"
@@ -300,6 +347,7 @@ impl Config<SinkFields> {
             sources: self.sources,
             rules: self.rules,
             join: self.join,
+            state: self.state,
             sinks,
             metrics: self.metrics,
             health: self.health,

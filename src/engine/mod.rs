@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use crate::record::{Event, FieldRef};
 use crate::rules::{Rule, RuleSet};
 use index::RuleIndex;
-use windows::{Hit, Key, SuppressState, ThresholdState};
+use windows::{FileWindows, Gate, Hit, Key, Member, MemoryWindows};
 
 /// How rules are applied.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,10 +27,6 @@ pub struct EngineOptions {
     /// Evaluate every rule on every event instead of using the rule index (the
     /// reference behaviour the index is tested against).
     pub no_index: bool,
-    /// The wall clock, in milliseconds since the epoch, when it is not the
-    /// system's (tests): events dated more than
-    /// [`windows::FUTURE_TOLERANCE_MS`] after it move no rule's marks.
-    pub now_ms: Option<i64>,
 }
 
 /// A rule that fired on an event.
@@ -38,17 +34,22 @@ pub struct EngineOptions {
 pub struct Detection {
     /// Index into [`Engine::rules`].
     pub rule: usize,
-    /// Present when the rule has a threshold that this event completed.
+    /// Present when the rule has a threshold whose window this completed.
     pub hit: Option<Hit>,
+    /// The window that let the alert out (a threshold's, or the suppression
+    /// bucket's), for windowed rules: the alert's id is the window's.
+    pub gate: Option<Gate>,
 }
 
-#[derive(Debug, Default)]
-struct RuleState {
-    threshold: ThresholdState,
-    suppress: SuppressState,
-    /// The newest event time among the rule's matches, used for events that carry
-    /// no usable `eventTime`.
-    newest_ms: Option<i64>,
+impl Detection {
+    /// A detection that no window decides: the rule matched.
+    pub fn matched(rule: usize) -> Detection {
+        Detection {
+            rule,
+            hit: None,
+            gate: None,
+        }
+    }
 }
 
 /// Rules plus their windowed state.
@@ -56,15 +57,16 @@ pub struct Engine {
     rules: Vec<Rule>,
     /// Which rules can match an event, by its `eventName` (see [`RuleIndex`]).
     index: RuleIndex,
-    state: Vec<RuleState>,
+    /// Windowed state for [`Engine::record`] (one event at a time; drivers that
+    /// read files use [`FileWindows`] with their own store).
+    windows: MemoryWindows,
+    /// Numbers the events [`Engine::record`] settles one by one.
+    seq: u64,
     options: EngineOptions,
     /// Today's date (UTC), which decides whether exceptions have expired, packed
     /// by [`pack_date`]: an atomic, so that an engine shared read-only by the
     /// worker's files ([`Engine::matching`]) can still be told the date changed.
     today: AtomicU32,
-    /// The latest event time trusted to move rules' marks: the wall clock plus
-    /// [`windows::FUTURE_TOLERANCE_MS`]. Re-read when an event lies beyond it.
-    horizon_ms: i64,
     /// Events that matched each rule's condition (before thresholds/suppression).
     matches: Vec<u64>,
     scratch: Vec<usize>,
@@ -89,16 +91,16 @@ impl Engine {
     pub fn from_rules(rules: Vec<Rule>, options: EngineOptions) -> Engine {
         let n = rules.len();
         Engine {
+            windows: MemoryWindows::default(),
+            seq: 0,
             index: if options.no_index {
                 RuleIndex::unindexed(&rules)
             } else {
                 RuleIndex::new(&rules)
             },
             rules,
-            state: (0..n).map(|_| RuleState::default()).collect(),
             options,
             today: AtomicU32::new(pack_date(crate::rules::today())),
-            horizon_ms: horizon(options.now_ms),
             matches: vec![0; n],
             scratch: Vec::new(),
         }
@@ -108,7 +110,6 @@ impl Engine {
     /// it between files in long-running processes.
     pub fn refresh_clock(&mut self) {
         self.refresh_date();
-        self.horizon_ms = horizon(self.options.now_ms);
     }
 
     /// Re-reads today's date only: what [`Engine::matching`] depends on, through a
@@ -124,17 +125,6 @@ impl Engine {
     pub fn is_windowed(&self, i: usize) -> bool {
         let r = &self.rules[i];
         !self.options.ignore_thresholds && (r.threshold.is_some() || r.suppress.is_some())
-    }
-
-    /// Whether an event at `t` is too far ahead of the wall clock to move any
-    /// rule's marks. The clock is only read again for such an event (rare), so
-    /// that a long stream does not judge by a stale one.
-    fn ahead(&mut self, t: i64) -> bool {
-        if t <= self.horizon_ms {
-            return false;
-        }
-        self.horizon_ms = horizon(self.options.now_ms);
-        t > self.horizon_ms
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -218,14 +208,14 @@ impl Engine {
         Observation {
             time_ms: e.time_ms(),
             group: th.map(|th| key(e, &th.group_by)).unwrap_or_default(),
-            distinct: th
-                .and_then(|th| th.distinct.as_ref())
-                .and_then(|(_, f)| e.first_value(f))
-                // Straight into the shared form the threshold keeps.
-                .map(|v| match v.text() {
-                    Some(t) => windows::Value::from(&*t),
-                    None => v.display().into(),
+            member: th.and_then(|th| match &th.distinct {
+                // The value's text (a number as written) is what counts.
+                Some((_, f)) => e.first_value(f).map(|v| match v.text() {
+                    Some(t) => windows::member(t.as_bytes()),
+                    None => windows::member(v.display().as_bytes()),
                 }),
+                None => Some(event_member(e)),
+            }),
             suppress: rule
                 .suppress
                 .as_ref()
@@ -235,52 +225,43 @@ impl Engine {
         }
     }
 
-    /// Counts a match of rule `i` with what [`Engine::observation`] found, in event
-    /// order; returns the detection unless a threshold is not reached yet or
-    /// suppression drops it.
+    /// The suppression bucket that an alert of rule `i` (without a threshold)
+    /// with observation `o` falls into: its id is the bucket's.
+    pub fn suppress_gate(&self, i: usize, o: &Observation) -> Option<Gate> {
+        let rule = &self.rules[i];
+        if !self.is_windowed(i) || rule.threshold.is_some() {
+            return None;
+        }
+        windows::suppress_gate(rule, o.suppress.clone(), o.time_ms.unwrap_or(0))
+    }
+
+    /// Counts a match of rule `i` with what [`Engine::observation`] found, as a
+    /// file of one event: returns the detection when the event completes its
+    /// threshold window or opens its suppression bucket. Drivers that read files
+    /// settle a whole file's windows at once ([`FileWindows`]); the results are
+    /// the same alert ids.
     pub fn record(&mut self, i: usize, o: Observation) -> Option<Detection> {
         self.matches[i] += 1;
-        if self.options.ignore_thresholds {
-            return Some(Detection { rule: i, hit: None });
+        if !self.is_windowed(i) {
+            return Some(Detection::matched(i));
         }
-        // An event dated beyond the trusted horizon is evaluated like any other,
-        // but moves no mark: one forged record from 2099 must not make every
-        // real event after it late.
-        let ahead = o.time_ms.is_some_and(|t| self.ahead(t));
-        let rule = &self.rules[i];
-        let st = &mut self.state[i];
-        // An event without a usable eventTime counts at the newest time seen.
-        let t = match o.time_ms {
-            Some(t) if ahead => t,
-            Some(t) => {
-                st.newest_ms = Some(st.newest_ms.map_or(t, |n| n.max(t)));
-                t
-            }
-            None => st.newest_ms.unwrap_or(0),
-        };
-        let hit = match &rule.threshold {
-            Some(th) => {
-                if th.distinct.is_some() && o.distinct.is_none() {
-                    // No value to count: the event cannot add a distinct value.
-                    return None;
-                }
-                Some(match ahead {
-                    false => st.threshold.observe(th, t, o.group, o.distinct)?,
-                    true => st.threshold.observe_ahead(th, t, o.group, o.distinct)?,
-                })
-            }
-            None => None,
-        };
-        if let Some(s) = &rule.suppress {
-            let admitted = match ahead {
-                false => st.suppress.admit(s, o.suppress, t),
-                true => st.suppress.admit_ahead(s, o.suppress, t),
-            };
-            if !admitted {
-                return None;
-            }
-        }
-        Some(Detection { rule: i, hit })
+        let mut file = FileWindows::default();
+        file.observe(&self.rules, i, o, || ());
+        self.seq += 1;
+        let name = format!("event#{}", self.seq);
+        let settled = file
+            .settle(&self.rules, &mut self.windows, &name)
+            .expect("memory windows always answer");
+        settled.into_iter().next().map(|s| s.detection)
+    }
+}
+
+/// What a threshold without `distinct` counts for an event: its `eventID` (the
+/// same event in two files is one event), or its whole record without one.
+fn event_member(e: &Event) -> Member {
+    match e.str("eventID") {
+        Some(id) => windows::member(id.as_bytes()),
+        None => windows::member(e.record().to_string().as_bytes()),
     }
 }
 
@@ -291,8 +272,9 @@ pub struct Observation {
     time_ms: Option<i64>,
     /// The threshold's group (empty without a threshold).
     group: Key,
-    /// The threshold's distinct value, when it counts distinct values.
-    distinct: Option<windows::Value>,
+    /// What the threshold counts of the event (its identity, or its distinct
+    /// value); `None` without a threshold, or without a value to count.
+    member: Option<Member>,
     /// The suppression key (empty without suppression).
     suppress: Key,
 }
@@ -304,17 +286,6 @@ fn pack_date((y, m, d): (i32, u8, u8)) -> u32 {
 
 fn unpack_date(p: u32) -> (i32, u8, u8) {
     ((p >> 16) as i32, (p >> 8) as u8, p as u8)
-}
-
-/// The latest event time trusted to move rules' marks when the wall clock reads
-/// `now_ms` (the system's when `None`).
-fn horizon(now_ms: Option<i64>) -> i64 {
-    let now = now_ms.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
-    });
-    now.saturating_add(windows::FUTURE_TOLERANCE_MS)
 }
 
 /// The values of `fields` for `e` (first value of each; `None` when absent).
@@ -344,77 +315,97 @@ mod tests {
         Event::from_value(json).unwrap()
     }
 
-    /// The clock the tests below set: 2024-11-05T12:00:00Z.
-    const NOW_MS: i64 = 1_730_808_000_000;
-
-    fn denial(time: &str, user: &str) -> Event {
+    fn denial(time: &str, user: &str, id: &str) -> Event {
         event(serde_json::json!({
-            "eventTime": time, "eventName": "GetObject", "errorCode": "AccessDenied",
+            "eventTime": time, "eventName": "GetObject", "errorCode": "AccessDenied", "eventID": id,
             "userIdentity": {"type": "IAMUser", "userName": user, "accountId": "111122223333"}
         }))
     }
 
+    const RULES: [(&str, &str); 3] = [
+        (
+            "burst",
+            "[match]\n\"event.denied\" = true\n[threshold]\ncount = 3\nwindow = \"5m\"\ngroup_by = \"actor.name\"\n",
+        ),
+        (
+            "each",
+            "[match]\n\"event.denied\" = true\n[suppress]\nwindow = \"30m\"\n",
+        ),
+        (
+            "quiet-burst",
+            "[match]\n\"event.denied\" = true\n[threshold]\ncount = 2\nwindow = \"5m\"\n[suppress]\nwindow = \"1h\"\n",
+        ),
+    ];
+
+    /// The windows (as gate texts) whose alerts go out for `events` in this order.
+    fn gates(events: &[&Event]) -> Vec<String> {
+        let mut engine = engine(&RULES, EngineOptions::default());
+        let mut out = Vec::new();
+        for e in events {
+            engine.evaluate(e, &mut out);
+        }
+        let mut g: Vec<String> = out
+            .iter()
+            .map(|d| d.gate.as_ref().unwrap().text())
+            .collect();
+        g.sort();
+        g
+    }
+
     #[test]
-    fn events_dated_ahead_of_the_clock_are_evaluated_but_move_no_mark() {
-        let rules = [
-            (
-                "burst",
-                "[match]\n\"event.denied\" = true\n[threshold]\ncount = 3\nwindow = \"5m\"\ngroup_by = \"actor.name\"\n",
-            ),
-            (
-                "each",
-                "[match]\n\"event.denied\" = true\n[suppress]\nwindow = \"30m\"\n",
-            ),
+    fn the_windows_that_alert_do_not_depend_on_the_order_of_events() {
+        let events = [
+            denial("2024-11-05T10:00:00Z", "mallory", "a"),
+            denial("2024-11-05T10:01:00Z", "mallory", "b"),
+            denial("2024-11-05T10:04:59Z", "mallory", "c"),
+            denial("2024-11-05T10:05:00Z", "mallory", "d"),
+            denial("2024-11-05T10:06:00Z", "mallory", "e"),
+            denial("2024-11-05T10:40:00Z", "trent", "f"),
+            // The same event again (overlapping files): it counts once.
+            denial("2024-11-05T10:05:00Z", "mallory", "d"),
         ];
-        let options = EngineOptions {
-            now_ms: Some(NOW_MS),
-            ..EngineOptions::default()
-        };
-        let fired = |events: &[Event]| {
-            let mut engine = engine(&rules, options);
-            let mut out = Vec::new();
-            let mut ids = Vec::new();
-            for e in events {
-                out.clear();
-                engine.evaluate(e, &mut out);
-                ids.push(
-                    out.iter()
-                        .map(|d| engine.rules[d.rule].id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                );
-            }
-            ids
-        };
-        // Dated 2099: it alerts where a single event can (and is suppressed for
-        // itself), while the real burst after it still fires and is let through.
+        let mut order: Vec<&Event> = events.iter().collect();
+        let expected = gates(&order);
+        // burst: 10:00-10:05 holds a, b, c (d is 10:05, the next window, which has
+        // only d and e); each: one per half hour (10:00 and 10:30); quiet-burst:
+        // its 5-minute windows 10:00 and 10:05 both reach 2, one alert in the hour.
+        let rules: Vec<&str> = expected
+            .iter()
+            .map(|g| g.split('\0').next().unwrap())
+            .collect();
         assert_eq!(
-            fired(&[
-                denial("2099-01-01T00:00:00Z", "mallory"),
-                denial("2099-01-01T00:00:01Z", "mallory"),
-                denial("2024-11-05T10:00:00Z", "mallory"),
-                denial("2024-11-05T10:01:00Z", "mallory"),
-                denial("2024-11-05T10:02:00Z", "mallory"),
-            ]),
-            ["each", "", "each", "", "burst"]
+            rules,
+            ["burst", "each", "each", "quiet-burst"],
+            "{expected:?}"
         );
-        // Within the tolerance (15 minutes) an event is trusted: it moves the
-        // marks as before, and the events over an hour behind it are late (the
-        // burst's are forgotten at once, and so are the alerts they let through).
-        let trusted = fired(&[
-            denial("2024-11-05T12:14:00Z", "mallory"),
-            denial("2024-11-05T10:00:00Z", "mallory"),
-            denial("2024-11-05T10:01:00Z", "mallory"),
-            denial("2024-11-05T10:02:00Z", "mallory"),
-        ]);
-        assert_eq!(trusted, ["each", "each", "each", "each"]);
-        // The same event 16 minutes ahead of the clock no longer moves them.
-        let ahead = fired(&[
-            denial("2024-11-05T12:16:00Z", "mallory"),
-            denial("2024-11-05T10:00:00Z", "mallory"),
-            denial("2024-11-05T10:01:00Z", "mallory"),
-            denial("2024-11-05T10:02:00Z", "mallory"),
-        ]);
-        assert_eq!(ahead, ["each", "each", "", "burst"]);
+        // Every rotation and the reverse give the same windows.
+        for _ in 0..order.len() {
+            order.rotate_left(1);
+            assert_eq!(gates(&order), expected);
+        }
+        order.reverse();
+        assert_eq!(gates(&order), expected);
+    }
+
+    #[test]
+    fn an_event_dated_far_ahead_does_not_blind_the_windows_of_real_ones() {
+        let real = [
+            denial("2024-11-05T10:00:00Z", "mallory", "a"),
+            denial("2024-11-05T10:01:00Z", "mallory", "b"),
+            denial("2024-11-05T10:02:00Z", "mallory", "c"),
+        ];
+        let forged = denial("2099-01-01T00:00:00Z", "mallory", "z");
+        let alone = gates(&real.iter().collect::<Vec<_>>());
+        let with_forged: Vec<&Event> = std::iter::once(&forged).chain(&real).collect();
+        let g = gates(&with_forged);
+        assert!(
+            alone.iter().all(|x| g.contains(x)),
+            "{alone:?} within {g:?}"
+        );
+        assert_eq!(
+            g.len(),
+            alone.len() + 1,
+            "the forged event has its own suppression bucket"
+        );
     }
 }

@@ -149,13 +149,10 @@ pub fn prepare(
     engine.matching(&event, scratch);
     let matched = scratch.to_vec();
     let rules = engine.rules();
-    let detection = |r: usize| Detection { rule: r, hit: None };
-    let build = |r: usize| Alert::new(&rules[r], &detection(r), &event, source(index));
+    let build = |r: usize, d: &Detection| Alert::new(&rules[r], d, &event, source(index));
     // Rendered straight from the event: the owned alert is never built.
-    let render_into = |render: Renderer, r: usize, out: &mut Vec<u8>| {
-        Alert::with_ref(&rules[r], &detection(r), &event, &source(index), |a| {
-            render(a, out)
-        })
+    let render_into = |render: Renderer, r: usize, d: &Detection, out: &mut Vec<u8>| {
+        Alert::with_ref(&rules[r], d, &event, &source(index), |a| render(a, out))
     };
     // About what one rendered alert takes (it carries the record), so that a
     // record's buffer is not grown as its alerts are written.
@@ -165,7 +162,7 @@ pub fn prepare(
         let built = matched
             .iter()
             .filter(|&&r| !engine.is_windowed(r))
-            .map(|&r| build(r))
+            .map(|&r| build(r, &Detection::matched(r)))
             .collect();
         return Prepared::Event {
             index,
@@ -180,22 +177,32 @@ pub fn prepare(
         let mut keep_record = false;
         let steps = matched
             .iter()
-            .map(|&r| Step {
-                rule: r,
-                observation: engine.observation(r, &event),
-                alert: if rules[r].threshold.is_some() {
+            .map(|&r| {
+                let observation = engine.observation(r, &event);
+                let alert = if rules[r].threshold.is_some() {
                     keep_record = true;
                     None
                 } else {
+                    // Suppressed (or stateless): the alert is named by its
+                    // suppression bucket, whichever event of it goes out.
+                    let d = Detection {
+                        gate: engine.suppress_gate(r, &observation),
+                        ..Detection::matched(r)
+                    };
                     Some(match render {
                         Some(render) => {
                             let start = rendered.len();
-                            render_into(render, r, &mut rendered);
+                            render_into(render, r, &d, &mut rendered);
                             Ready::Rendered(start..rendered.len())
                         }
-                        None => Ready::Alert(Box::new(build(r))),
+                        None => Ready::Alert(Box::new(build(r, &d))),
                     })
-                },
+                };
+                Step {
+                    rule: r,
+                    observation,
+                    alert,
+                }
             })
             .collect();
         return Prepared::Windowed {
@@ -210,10 +217,15 @@ pub fn prepare(
             let mut bytes = Vec::with_capacity(matched.len() * line);
             matched
                 .iter()
-                .for_each(|&r| render_into(render, r, &mut bytes));
+                .for_each(|&r| render_into(render, r, &Detection::matched(r), &mut bytes));
             Built::Rendered(bytes)
         }
-        _ => Built::Alerts(matched.iter().map(|&r| build(r)).collect()),
+        _ => Built::Alerts(
+            matched
+                .iter()
+                .map(|&r| build(r, &Detection::matched(r)))
+                .collect(),
+        ),
     };
     Prepared::Done { matched, built }
 }

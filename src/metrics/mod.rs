@@ -41,6 +41,10 @@ pub enum Counter {
     JoinExpired,
     /// Pending join entries dropped because the bound was reached.
     JoinEvicted,
+    /// Windowed alerts sent again, with the same id, by a file processed again
+    /// after a crash or redelivery (at-least-once delivery; consumers drop them by
+    /// id).
+    AlertsRepeated,
 }
 
 impl Counter {
@@ -63,6 +67,7 @@ impl Counter {
             Counter::JoinFollowUps => "JoinFollowUps",
             Counter::JoinExpired => "JoinExpired",
             Counter::JoinEvicted => "JoinEvicted",
+            Counter::AlertsRepeated => "AlertsRepeated",
         }
     }
 
@@ -85,6 +90,7 @@ impl Counter {
             Counter::JoinFollowUps => "trailwatch_join_follow_ups_total",
             Counter::JoinExpired => "trailwatch_join_expired_total",
             Counter::JoinEvicted => "trailwatch_join_evicted_total",
+            Counter::AlertsRepeated => "trailwatch_alerts_repeated_total",
         }
     }
 }

@@ -275,7 +275,7 @@ mod tests {
             "requestParameters": {"bucketName": "b", "key": LINK},
         }))
         .unwrap();
-        let d = Detection { rule: 0, hit: None };
+        let d = Detection::matched(0);
         Alert::new(&rules.rules[0], &d, &event, SourceRef::file("f", 0))
     }
 

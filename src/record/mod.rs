@@ -115,6 +115,15 @@ impl RecordJson {
 /// As the JSON it is (not as a string holding it). Through serde, that takes
 /// serde_json's [`RawValue`], which checks the text once more; the JSON lines that
 /// `scan` writes copy it as it is (see [`crate::alert::AlertRef::write_json`]).
+/// Read back from an alert's JSON (an alert kept in shared state): the record
+/// as it is written there, compact.
+impl<'de> serde::Deserialize<'de> for RecordJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        Ok(RecordJson(Arc::from(raw.get())))
+    }
+}
+
 impl serde::Serialize for RecordJson {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         RawValue::from_string(self.0.to_string())

@@ -114,7 +114,7 @@ impl<'a> Consumer<'a> {
         name: &'c str,
     ) -> File<'c> {
         File {
-            turn: FileTurn::begin(engine, render, source, &mut self.state),
+            turn: FileTurn::begin(engine, render, source),
             name,
         }
     }
@@ -134,7 +134,7 @@ impl<'a> Consumer<'a> {
             diag,
             name: file.name,
         };
-        file.turn.take(p, &mut self.state, &mut output, now_ms());
+        file.turn.take(p, &self.state, &mut output);
     }
 
     /// The end of a file: its counts or the error that stopped it.
@@ -153,9 +153,18 @@ impl<'a> Consumer<'a> {
             diag,
             name,
         };
+        let read_to_end = result.is_ok();
         let counts = file
             .turn
-            .finish(true, &mut self.state, &mut output, now_ms());
+            .finish(
+                name,
+                read_to_end,
+                true,
+                &mut self.state,
+                &mut output,
+                now_ms(),
+            )
+            .expect("state in memory always answers");
         let s = &mut self.summary;
         s.files += 1;
         s.filtered += counts.filtered;

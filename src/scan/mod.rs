@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::engine::windows::MemoryWindows;
 use crate::engine::{Engine, EngineOptions};
 use crate::evaluate::{Prepared, TimeRange, prepare};
 use crate::input::{self, InputSpec, Item, Limits};
@@ -141,7 +142,7 @@ pub fn run(
     // flat for CloudTrail alone.
     let hold = opts.join_rows || objects.iter().any(Object::may_be_access_log);
     let state = Memory {
-        windows: Engine::new(rules, opts.engine),
+        windows: MemoryWindows::default(),
         join: DeleteJoin::new(Policy::Batch { hold }),
     };
     // The pure half of evaluation, shared by every reader.

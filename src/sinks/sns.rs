@@ -216,7 +216,7 @@ mod tests {
             }))
             .unwrap()
         };
-        let d = Detection { rule: 0, hit: None };
+        let d = Detection::matched(0);
         let small = Alert::new(rule, &d, &event(10), SourceRef::file("f", 0));
         assert_eq!(message(&small).unwrap(), small.to_json());
         let big = Alert::new(rule, &d, &event(MAX_MESSAGE), SourceRef::file("f", 0));

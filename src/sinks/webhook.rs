@@ -201,7 +201,7 @@ mod tests {
             "requestParameters": {"bucketName": "b", "key": "k"},
         }))
         .unwrap();
-        let d = Detection { rule: 0, hit: None };
+        let d = Detection::matched(0);
         let mut a = Alert::new(&rules.rules[0], &d, &event, SourceRef::file("f", 0));
         a.title = title.to_owned();
         a

@@ -1,87 +1,106 @@
-//! Detection state: what the evaluator's stateful step remembers between events
-//! and files: the windows of threshold and suppression rules, both sides of the
-//! DeleteObjects join, and which objects were read to their end.
+//! Detection state: what the evaluator's stateful step remembers between files:
+//! the windows of threshold and suppression rules and which file claimed each
+//! ([`WindowStore`]), both sides of the DeleteObjects join, and which objects were
+//! read to their end.
 //!
 //! Everything before this step is pure and runs in parallel; this is the one
-//! place where events meet each other. The evaluator speaks to it through
-//! [`State`] alone, so that where the state lives (this process's memory today) is
-//! a choice of the driver, not of the evaluator.
+//! place where files meet each other. The evaluator speaks to it through
+//! [`State`] alone, once per file, so that where the state lives is a choice of
+//! the driver: this process's memory ([`Memory`] for `scan`, [`Shared`] for the
+//! files a worker has in flight), or DynamoDB for a fleet ([`dynamodb`]).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::alert::Alert;
-use crate::engine::{Detection, Engine, Observation};
+use crate::engine::windows::{MemoryWindows, StoreError, WindowStore};
 use crate::join::{DeleteJoin, FileKeys};
 
 pub mod completed;
+pub mod dynamodb;
 
 pub use completed::{Completed, ObjectId};
 
-/// What the stateful step asks of detection state, one call per decision.
+/// One file's share of the DeleteObjects join.
+#[derive(Debug, Default)]
+pub struct JoinFile {
+    /// The `DeleteObjects` requests the file holds, alerted or not.
+    pub requests: Vec<String>,
+    /// Alerts on those requests, when [`State::join_holds`], by request.
+    pub alerts: Vec<(String, Vec<Alert>)>,
+    /// The file's access log key lines (only of a file read to its end).
+    pub keys: Option<FileKeys>,
+}
+
+impl JoinFile {
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty() && self.alerts.is_empty() && self.keys.is_none()
+    }
+}
+
+/// What the stateful step asks of detection state, once per file.
 pub trait State {
-    /// Rule `rule`'s windowed state (its threshold, its suppression) takes one
-    /// observation, in event order; the detection it completes, if any.
-    fn window(&mut self, rule: usize, observation: Observation) -> Option<Detection>;
+    /// Threshold windows and suppression buckets.
+    fn windows(&mut self) -> &mut dyn WindowStore;
     /// Whether alerts on `DeleteObjects` events wait for their keys (they then go
-    /// through [`State::delete_alerts`]); otherwise they go out as any other.
+    /// through [`State::join`]); otherwise they go out as any other.
     fn join_holds(&self) -> bool;
-    /// A `DeleteObjects` event was seen, alerted or not.
-    fn delete_request(&mut self, request_id: &str);
-    /// The alerts on one `DeleteObjects` event; what goes out now.
-    fn delete_alerts(&mut self, request_id: &str, alerts: Vec<Alert>, now_ms: u64) -> Vec<Alert>;
-    /// The access log key lines of one file read to its end; the follow-ups due.
-    fn deleted_keys(&mut self, keys: FileKeys, now_ms: u64) -> Vec<Alert>;
-    /// Rereads the clock that exceptions and the horizon of future events follow
-    /// (between files: a long run crosses midnight).
-    fn refresh_clock(&mut self);
-    /// Whether this object (at this ETag) was read to its end, its alerts
+    /// A file's share of the join; the alerts that go out now.
+    fn join(&mut self, file: JoinFile, now_ms: u64) -> Result<Vec<Alert>, StoreError>;
+    /// Whether this object (at this ETag) was read to its end and its alerts
     /// delivered: a redelivered notification for it is skipped.
-    fn object_done(&self, object: &ObjectId) -> bool;
+    fn object_done(&mut self, object: &ObjectId) -> Result<bool, StoreError>;
     /// The object was read to its end and its alerts delivered.
-    fn object_completed(&mut self, object: ObjectId);
+    fn object_completed(&mut self, object: ObjectId) -> Result<(), StoreError>;
+}
+
+/// Feeds one file's join share to a join in memory.
+fn join_file(j: &mut DeleteJoin, file: JoinFile, now_ms: u64) -> Vec<Alert> {
+    for r in &file.requests {
+        j.on_request(r);
+    }
+    let mut out = Vec::new();
+    for (request, alerts) in file.alerts {
+        out.extend(j.on_alerts(&request, alerts, now_ms));
+    }
+    if let Some(keys) = file.keys {
+        out.extend(j.on_file(keys, now_ms));
+    }
+    out
 }
 
 /// State owned by one driver: `scan` (ordered, one thread at the stateful step).
 pub struct Memory {
-    /// The engine's windowed half: only [`Engine::record`] is used.
-    pub windows: Engine,
+    pub windows: MemoryWindows,
     pub join: DeleteJoin,
 }
 
 impl State for Memory {
-    fn window(&mut self, rule: usize, observation: Observation) -> Option<Detection> {
-        self.windows.record(rule, observation)
+    fn windows(&mut self) -> &mut dyn WindowStore {
+        &mut self.windows
     }
     fn join_holds(&self) -> bool {
         self.join.holds()
     }
-    fn delete_request(&mut self, request_id: &str) {
-        self.join.on_request(request_id)
-    }
-    fn delete_alerts(&mut self, request_id: &str, alerts: Vec<Alert>, now_ms: u64) -> Vec<Alert> {
-        self.join.on_alerts(request_id, alerts, now_ms)
-    }
-    fn deleted_keys(&mut self, keys: FileKeys, now_ms: u64) -> Vec<Alert> {
-        self.join.on_file(keys, now_ms)
-    }
-    fn refresh_clock(&mut self) {
-        self.windows.refresh_clock()
+    fn join(&mut self, file: JoinFile, now_ms: u64) -> Result<Vec<Alert>, StoreError> {
+        Ok(join_file(&mut self.join, file, now_ms))
     }
     /// A scan reads each object it lists once.
-    fn object_done(&self, _: &ObjectId) -> bool {
-        false
+    fn object_done(&mut self, _: &ObjectId) -> Result<bool, StoreError> {
+        Ok(false)
     }
-    fn object_completed(&mut self, _: ObjectId) {}
+    fn object_completed(&mut self, _: ObjectId) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
-/// State shared by the files a worker has in flight, each evaluated on its own
-/// thread: every call takes its part's lock for as long as the call, and only
-/// events that a windowed rule matched or that the join wants call at all. One
-/// lock for the whole of every event made in-flight files take turns.
-pub struct Shared<'a> {
-    pub windows: &'a Mutex<Engine>,
-    pub join: &'a Mutex<DeleteJoin>,
-    pub completed: &'a Mutex<Completed>,
+/// State in memory shared by the files a worker has in flight, each evaluated on
+/// its own thread: every call takes its part's lock for that call only, once per
+/// file. It outlives rule reloads: windows are keyed by rule id.
+#[derive(Debug)]
+pub struct Shared {
+    pub windows: Mutex<MemoryWindows>,
+    pub join: Mutex<DeleteJoin>,
+    pub completed: Mutex<Completed>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -89,29 +108,99 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl State for Shared<'_> {
-    fn window(&mut self, rule: usize, observation: Observation) -> Option<Detection> {
-        lock(self.windows).record(rule, observation)
+impl Shared {
+    pub fn new(join: DeleteJoin, completed: Completed) -> Shared {
+        Shared {
+            windows: Mutex::new(MemoryWindows::default()),
+            join: Mutex::new(join),
+            completed: Mutex::new(completed),
+        }
+    }
+
+    /// The [`State`] one file uses.
+    pub fn handle(self: &Arc<Self>) -> SharedHandle {
+        SharedHandle {
+            shared: self.clone(),
+            windows: LockedWindows(self.clone()),
+        }
+    }
+
+    /// Forgets windows untouched for `retention_ms` (see [`MemoryWindows::sweep`]).
+    pub fn sweep(&self, now_ms: i64, retention_ms: i64) {
+        lock(&self.windows).sweep(now_ms, retention_ms)
+    }
+}
+
+/// [`Shared`] as one file's [`State`].
+pub struct SharedHandle {
+    shared: Arc<Shared>,
+    windows: LockedWindows,
+}
+
+/// The shared windows, locked for each call.
+struct LockedWindows(Arc<Shared>);
+
+impl WindowStore for LockedWindows {
+    fn add(
+        &mut self,
+        file: &str,
+        adds: &[crate::engine::windows::WindowAdd],
+    ) -> Result<Vec<bool>, StoreError> {
+        lock(&self.0.windows).add(file, adds)
+    }
+    fn claim(
+        &mut self,
+        file: &str,
+        gates: &[crate::engine::windows::Gate],
+    ) -> Result<Vec<crate::engine::windows::Claim>, StoreError> {
+        lock(&self.0.windows).claim(file, gates)
+    }
+}
+
+impl State for SharedHandle {
+    fn windows(&mut self) -> &mut dyn WindowStore {
+        &mut self.windows
     }
     fn join_holds(&self) -> bool {
-        lock(self.join).holds()
+        lock(&self.shared.join).holds()
     }
-    fn delete_request(&mut self, request_id: &str) {
-        lock(self.join).on_request(request_id)
+    fn join(&mut self, file: JoinFile, now_ms: u64) -> Result<Vec<Alert>, StoreError> {
+        Ok(join_file(&mut lock(&self.shared.join), file, now_ms))
     }
-    fn delete_alerts(&mut self, request_id: &str, alerts: Vec<Alert>, now_ms: u64) -> Vec<Alert> {
-        lock(self.join).on_alerts(request_id, alerts, now_ms)
+    fn object_done(&mut self, object: &ObjectId) -> Result<bool, StoreError> {
+        Ok(lock(&self.shared.completed).contains(object))
     }
-    fn deleted_keys(&mut self, keys: FileKeys, now_ms: u64) -> Vec<Alert> {
-        lock(self.join).on_file(keys, now_ms)
+    fn object_completed(&mut self, object: ObjectId) -> Result<(), StoreError> {
+        lock(&self.shared.completed).insert(object);
+        Ok(())
     }
-    fn refresh_clock(&mut self) {
-        lock(self.windows).refresh_clock()
+}
+
+/// Where a worker keeps detection state; each file gets a [`State`] handle of
+/// its own, used on the file's blocking thread.
+#[derive(Clone)]
+pub enum Backend {
+    /// This process's memory: one worker (the default; nothing to set up).
+    Memory(Arc<Shared>),
+    /// A DynamoDB table: any number of workers.
+    DynamoDb(dynamodb::Table),
+}
+
+impl Backend {
+    /// One file's handle.
+    pub fn handle(&self) -> Box<dyn State + Send> {
+        match self {
+            Backend::Memory(m) => Box::new(m.handle()),
+            Backend::DynamoDb(t) => Box::new(dynamodb::Handle::new(t.clone())),
+        }
     }
-    fn object_done(&self, object: &ObjectId) -> bool {
-        lock(self.completed).contains(object)
-    }
-    fn object_completed(&mut self, object: ObjectId) {
-        lock(self.completed).insert(object)
+
+    /// The state in memory, when it is there: its join waits by the wall clock
+    /// and its windows are swept.
+    pub fn memory(&self) -> Option<&Arc<Shared>> {
+        match self {
+            Backend::Memory(m) => Some(m),
+            Backend::DynamoDb(_) => None,
+        }
     }
 }

@@ -4,60 +4,44 @@
 //!
 //! Files in flight are evaluated at once, each on a thread of the blocking pool.
 //! What they share is split by how it is used: the rules and their index are
-//! read-only ([`ActiveRules::matcher`], no lock), and the windows of threshold and
-//! suppression rules and the join sit behind locks taken for one decision at a
-//! time ([`crate::state::Shared`]), only by events that a windowed rule matched or
-//! that the join wants. Holding one engine lock for every event of every file
-//! made in-flight files take turns: a backlog drained on one core.
+//! read-only ([`ActiveRules::matcher`], no lock), and detection state is asked
+//! once per file, when it is read ([`crate::state::State`]). Holding one engine
+//! lock for every event of every file made in-flight files take turns: a backlog
+//! drained on one core.
 
 use std::io::Read;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use super::process::now_ms;
 use crate::alert::{Alert, SourceRef};
+use crate::engine::windows::StoreError;
 use crate::engine::{Engine, EngineOptions};
 use crate::evaluate::{Emit, FileTurn, Prepared, TimeRange, prepare};
 use crate::input::{self, Item, Limits, Position};
-use crate::join::DeleteJoin;
 use crate::metrics::StatSet;
 use crate::record::RecordError;
 use crate::rules::{Rule, RuleSet};
-use crate::state::{Completed, Shared};
+use crate::state::{ObjectId, State};
 
 /// The rules in force: a reload swaps the whole `Arc`, and files in flight finish
-/// with the rules they started with.
+/// with the rules they started with. Windowed state is not theirs: it is keyed
+/// by rule id and outlives a reload ([`crate::state`]).
 pub(crate) struct ActiveRules {
     /// Matching and observations: `&self` only, shared by every file.
     matcher: Engine,
-    /// The windows of threshold and suppression rules (the same rules).
-    windows: Mutex<Engine>,
 }
 
 impl ActiveRules {
     pub(crate) fn new(set: &RuleSet) -> ActiveRules {
         ActiveRules {
             matcher: Engine::new(set, EngineOptions::default()),
-            windows: Mutex::new(Engine::new(set, EngineOptions::default())),
         }
     }
 
     pub(crate) fn rules(&self) -> &[Rule] {
         self.matcher.rules()
-    }
-
-    /// The worker's detection state with these rules' windows.
-    pub(super) fn state<'a>(
-        &'a self,
-        join: &'a Mutex<DeleteJoin>,
-        completed: &'a Mutex<Completed>,
-    ) -> Shared<'a> {
-        Shared {
-            windows: &self.windows,
-            join,
-            completed,
-        }
     }
 }
 
@@ -66,6 +50,8 @@ impl ActiveRules {
 pub(super) struct Counts {
     pub record_errors: u64,
     pub alerts: u64,
+    /// Windowed alerts sent again by a file processed again.
+    pub repeated: u64,
     pub lag: StatSet,
     /// Condition matches by rule id.
     pub matches: Vec<(String, u64)>,
@@ -73,6 +59,9 @@ pub(super) struct Counts {
 
 pub(super) struct Evaluated {
     pub result: Result<input::StreamStats, input::StreamError>,
+    /// Settling the file against detection state failed (the backend throttled or
+    /// unreachable): the file is retried.
+    pub state: Result<(), StoreError>,
     pub counts: Counts,
 }
 
@@ -80,6 +69,7 @@ pub(super) struct Evaluated {
 struct Channel<'a> {
     tx: &'a mpsc::Sender<Arc<Alert>>,
     alerts: u64,
+    repeated: u64,
     bucket: &'a str,
     key: &'a str,
 }
@@ -101,32 +91,35 @@ impl Emit for Channel<'_> {
     fn bad_record(&mut self, position: Position, error: &RecordError) {
         tracing::warn!(bucket = ?self.bucket, key = ?self.key, at = %position, error = %error, "bad record skipped");
     }
+
+    fn repeated(&mut self) {
+        self.repeated += 1;
+    }
 }
 
-/// Reads one file through the rules, with `state` from [`ActiveRules::state`] of
-/// the same rules; alerts go to `tx` as they are built.
+/// Reads one file through the rules; alerts go to `tx` as they are built, and its
+/// windows and join share settle against `state` once it is read, as `file`.
 pub(super) fn file(
     reader: impl Read,
     limits: Limits,
     rules: &ActiveRules,
-    state: Shared<'_>,
-    bucket: &str,
-    key: &str,
+    state: &mut dyn State,
+    object: &ObjectId,
     tx: &mpsc::Sender<Arc<Alert>>,
 ) -> Evaluated {
-    let mut state = state;
+    let (bucket, key, etag) = object;
     let mut lag = StatSet::default();
     let mut record_errors = 0;
     let mut scratch = Vec::new();
     let mut channel = Channel {
         tx,
         alerts: 0,
+        repeated: 0,
         bucket,
         key,
     };
-    rules.matcher.refresh_date();
     let source = |index| SourceRef::object(bucket, key, index);
-    let mut turn = FileTurn::begin(&rules.matcher, None, &source, &mut state);
+    let mut turn = FileTurn::begin(&rules.matcher, None, &source);
     let result = input::read_events(reader, limits, |item| {
         let p = match item {
             Item::Bad { position, error } => {
@@ -149,21 +142,31 @@ pub(super) fn file(
                 )
             }
         };
-        turn.take(p, &mut state, &mut channel, now_ms());
+        turn.take(p, state, &mut channel);
     });
-    let counts = turn.finish(result.is_ok(), &mut state, &mut channel, now_ms());
-    let matches = rules
-        .rules()
-        .iter()
-        .zip(counts.matches)
-        .filter(|(_, n)| *n > 0)
-        .map(|(r, n)| (r.id.clone(), n))
-        .collect();
+    // The same name whenever the same object (at the same ETag) is processed.
+    let name = format!("s3://{bucket}/{key}#{etag}");
+    let settled = turn.finish(&name, result.is_ok(), false, state, &mut channel, now_ms());
+    let (state, matches) = match settled {
+        Ok(counts) => (
+            Ok(()),
+            rules
+                .rules()
+                .iter()
+                .zip(counts.matches)
+                .filter(|(_, n)| *n > 0)
+                .map(|(r, n)| (r.id.clone(), n))
+                .collect(),
+        ),
+        Err(e) => (Err(e), Vec::new()),
+    };
     Evaluated {
         result,
+        state,
         counts: Counts {
             record_errors,
             alerts: channel.alerts,
+            repeated: channel.repeated,
             lag,
             matches,
         },

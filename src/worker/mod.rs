@@ -161,11 +161,9 @@ pub async fn run_with(
     })
     .await;
     background.abort_all();
-    let waiting = state
-        .pending
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .len();
+    let waiting = state.detection.memory().map_or(0, |m| {
+        m.join.lock().unwrap_or_else(|e| e.into_inner()).len()
+    });
     if waiting > 0 {
         tracing::info!(
             entries = waiting,
@@ -180,15 +178,26 @@ pub async fn run_with(
     result
 }
 
-/// Sends out `DeleteObjects` alerts whose access log lines never came.
+/// How long a worker in memory keeps a window no file touched (wall clock):
+/// CloudTrail retries delivery for days, so a week.
+const WINDOW_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// Sends out `DeleteObjects` alerts whose access log lines never came, and
+/// sweeps old windows from memory.
 async fn sweep_join(state: Arc<State>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(state.join_sweep) => {}
             _ = stopped(&mut stop) => return,
         }
+        let Some(memory) = state.detection.memory() else {
+            return;
+        };
+        // Windows untouched for as long as CloudTrail may still deliver late
+        // files of theirs are forgotten, so that memory stays bounded.
+        memory.sweep(process::now_ms() as i64, WINDOW_RETENTION_MS);
         let (expired, evicted) = {
-            let mut p = state.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut p = memory.join.lock().unwrap_or_else(|e| e.into_inner());
             (p.expire(process::now_ms()), p.take_evicted())
         };
         state.metrics.add(Counter::JoinEvicted, evicted);

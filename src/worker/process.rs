@@ -22,7 +22,7 @@ use crate::events::{
 use crate::input;
 use crate::metrics::Counter;
 use crate::sinks::SinkError;
-use crate::state::State as _;
+use crate::state::ObjectId;
 
 /// Alerts are handed from the reading thread to delivery through a bounded channel,
 /// so a file with many alerts never holds them all in memory.
@@ -53,6 +53,8 @@ enum ObjectError {
         key: String,
         error: SinkError,
     },
+    #[error("detection state: {0}; the file is retried")]
+    State(String),
     #[error("s3://{bucket}/{key}: processing task failed: {0}", .message)]
     Task {
         bucket: String,
@@ -214,6 +216,21 @@ async fn raise_rejections(
     deliver(rx, state, &AtomicBool::new(false)).await
 }
 
+/// Asks detection state on a blocking thread (a backend's calls block), handing
+/// the handle back.
+async fn ask<T: Send + 'static>(
+    st: Box<dyn crate::state::State + Send>,
+    f: impl FnOnce(&mut dyn crate::state::State) -> T + Send + 'static,
+) -> Result<(Box<dyn crate::state::State + Send>, T), ObjectError> {
+    tokio::task::spawn_blocking(move || {
+        let mut st = st;
+        let out = f(&mut *st);
+        (st, out)
+    })
+    .await
+    .map_err(|e| ObjectError::State(e.to_string()))
+}
+
 /// Reads one object through the engine and delivers its alerts.
 async fn object(state: &State, source: &Source, obj: &ObjectRef) -> Result<(), ObjectError> {
     let (bucket, mut key) = (obj.bucket.clone(), obj.key.clone());
@@ -222,18 +239,23 @@ async fn object(state: &State, source: &Source, obj: &ObjectRef) -> Result<(), O
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let done_before = |b: &str, k: &str, etag: &str| {
-        let id = (b.to_owned(), k.to_owned(), etag.to_owned());
-        rules
-            .state(&state.pending, &state.completed)
-            .object_done(&id)
-    };
-    if let Some(etag) = &obj.etag
-        && done_before(&bucket, &key, etag.trim_matches('"'))
-    {
+    let mut st = state.detection.handle();
+    let skip = |bucket: &str, key: &str| {
         tracing::info!(bucket = ?bucket, key = ?key, "already processed (redelivery); skipping");
         state.metrics.add(Counter::ObjectsSkipped, 1);
-        return Ok(());
+    };
+    if let Some(etag) = &obj.etag {
+        let id = (
+            bucket.clone(),
+            key.clone(),
+            etag.trim_matches('"').to_owned(),
+        );
+        let (back, done) = ask(st, move |s| s.object_done(&id)).await?;
+        st = back;
+        if done.map_err(|e| ObjectError::State(e.to_string()))? {
+            skip(&bucket, &key);
+            return Ok(());
+        }
     }
     let owner = source.admission.expected_owner();
     let (body, etag) = match input::s3::open(&state.s3, &bucket, &key, owner).await {
@@ -244,10 +266,14 @@ async fn object(state: &State, source: &Source, obj: &ObjectRef) -> Result<(), O
         }
         Err(e) => return Err(e.into()),
     };
-    let etag = etag.unwrap_or_default();
-    if done_before(&bucket, &key, &etag) {
-        tracing::info!(bucket = ?bucket, key = ?key, "already processed (redelivery); skipping");
-        state.metrics.add(Counter::ObjectsSkipped, 1);
+    let id: ObjectId = (bucket.clone(), key.clone(), etag.unwrap_or_default());
+    let (back, done) = {
+        let id = id.clone();
+        ask(st, move |s| s.object_done(&id)).await?
+    };
+    st = back;
+    if done.map_err(|e| ObjectError::State(e.to_string()))? {
+        skip(&bucket, &key);
         return Ok(());
     }
 
@@ -258,16 +284,16 @@ async fn object(state: &State, source: &Source, obj: &ObjectRef) -> Result<(), O
         cancel: cancel.clone(),
     };
     let limits = state.limits;
-    let (join, completed) = (state.pending.clone(), state.completed.clone());
-    let (b2, k2, r2) = (bucket.clone(), key.clone(), rules.clone());
+    let (id2, r2) = (id.clone(), rules.clone());
     let reading = tokio::task::spawn_blocking(move || {
-        let shared = r2.state(&join, &completed);
-        evaluate::file(reader, limits, &r2, shared, &b2, &k2, &tx)
+        let mut st = st;
+        let read = evaluate::file(reader, limits, &r2, &mut *st, &id2, &tx);
+        (st, read)
     });
     let delivering = deliver(rx, state, &cancel);
     let (read_result, delivered) = tokio::join!(reading, delivering);
 
-    let read = read_result.map_err(|e| ObjectError::Task {
+    let (st, read) = read_result.map_err(|e| ObjectError::Task {
         bucket: bucket.clone(),
         key: key.clone(),
         message: e.to_string(),
@@ -279,6 +305,7 @@ async fn object(state: &State, source: &Source, obj: &ObjectRef) -> Result<(), O
     state
         .metrics
         .add(Counter::RecordErrors, counts.record_errors);
+    state.metrics.add(Counter::AlertsRepeated, counts.repeated);
     for (rule, n) in &counts.matches {
         state
             .metrics
@@ -289,6 +316,7 @@ async fn object(state: &State, source: &Source, obj: &ObjectRef) -> Result<(), O
         key: key.clone(),
         error,
     })?;
+    read.state.map_err(|e| ObjectError::State(e.to_string()))?;
     if stats.records > 0 && stats.record_errors == stats.records {
         return Err(ObjectError::NoValidRecords {
             bucket,
@@ -296,6 +324,9 @@ async fn object(state: &State, source: &Source, obj: &ObjectRef) -> Result<(), O
             records: stats.records,
         });
     }
+    // Only now, with every alert delivered, is the object done with.
+    let (_, completed) = ask(st, move |s| s.object_completed(id)).await?;
+    completed.map_err(|e| ObjectError::State(e.to_string()))?;
     state.metrics.add(Counter::FilesProcessed, 1);
     state.metrics.add(
         Counter::EventsProcessed,
@@ -304,9 +335,6 @@ async fn object(state: &State, source: &Source, obj: &ObjectRef) -> Result<(), O
     state.metrics.add_lag(&counts.lag);
     tracing::info!(bucket = ?bucket, key = ?key, records = stats.records, record_errors = stats.record_errors,
         alerts = counts.alerts, "file processed");
-    rules
-        .state(&state.pending, &state.completed)
-        .object_completed((bucket, key, etag));
     Ok(())
 }
 

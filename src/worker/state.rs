@@ -13,7 +13,7 @@ use super::Handles;
 use super::admission::{self, Admission};
 use super::evaluate;
 use super::sqs::Queue;
-use crate::config::{Config, KeyFilter};
+use crate::config::{Config, KeyFilter, StateBackend};
 use crate::engine::{Engine, EngineOptions};
 use crate::events::{InternalEvent, ReloadRejected, RulesReloaded};
 use crate::health::Health;
@@ -33,10 +33,10 @@ pub(crate) struct State {
     pub(super) sinks: Vec<Sink>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) health: Arc<Health>,
-    pub(super) completed: Arc<Mutex<Completed>>,
+    /// Detection state: windows, the DeleteObjects join, completed objects.
+    pub(super) detection: crate::state::Backend,
     pub(super) limits: Limits,
     /// `DeleteObjects` alerts and access log lines waiting for each other.
-    pub(super) pending: Arc<Mutex<crate::join::DeleteJoin>>,
     /// Receipt handles of messages being processed, by message id, with their queue,
     /// so that messages still unfinished when the grace period ends can be released.
     pub(super) inflight: Mutex<HashMap<String, (String, String)>>,
@@ -122,19 +122,30 @@ impl State {
         });
         let j = &cfg.join;
         Ok(State {
-            pending: Arc::new(Mutex::new(crate::join::DeleteJoin::new(
-                crate::join::Policy::Streaming {
-                    window: j.window,
-                    max_entries: j.max_pending,
-                    active: j.enabled,
-                },
-            ))),
+            detection: match cfg.state.backend {
+                StateBackend::Memory => {
+                    crate::state::Backend::Memory(Arc::new(crate::state::Shared::new(
+                        crate::join::DeleteJoin::new(crate::join::Policy::Streaming {
+                            window: j.window,
+                            max_entries: j.max_pending,
+                            active: j.enabled,
+                        }),
+                        Completed::new(completed_cap),
+                    )))
+                }
+                StateBackend::Dynamodb => {
+                    crate::state::Backend::DynamoDb(crate::state::dynamodb::Table::new(
+                        aws_sdk_dynamodb::Client::new(aws),
+                        &cfg.state.table,
+                        cfg.state.retention,
+                    ))
+                }
+            },
             s3: crate::aws::s3_client(aws),
             engine: RwLock::new(Arc::new(evaluate::ActiveRules::new(rules))),
             sinks,
             metrics: handles.metrics,
             health: handles.health,
-            completed: Arc::new(Mutex::new(Completed::new(completed_cap))),
             limits: Limits {
                 max_decompressed_bytes: cfg.limits.max_decompressed_bytes,
                 max_record_bytes: cfg.limits.max_record_bytes,
