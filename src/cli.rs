@@ -54,6 +54,24 @@ pub enum Command {
     Run(RunArgs),
     /// Scan CloudTrail log files (local paths, `-` for stdin, or s3://bucket/prefix) and print alerts.
     Scan(ScanArgs),
+    /// Backfill on the fleet: send the workers' queue an S3 notification for every
+    /// object under s3://bucket/prefix/, so the running workers evaluate them.
+    ///
+    /// Each object becomes the `ObjectCreated:Put` notification S3 would have sent
+    /// (ten to a SendMessageBatch call; entries SQS reports as failed are retried
+    /// with backoff, and the command exits 2 naming how many were not sent). With
+    /// --since/--until, the CloudTrail layout
+    /// (AWSLogs/[o-org/]ACCOUNT/CloudTrail/REGION/YYYY/MM/DD/) is walked folder by
+    /// folder and only the days that overlap [since, until) are listed; keys outside
+    /// that layout are listed and sent whatever the range. CloudTrail files are filed
+    /// under the day they were delivered, minutes after their events: widen --until
+    /// by 15 minutes to catch the events of its last minutes. Digest files and folder
+    /// markers are skipped.
+    ///
+    /// The queue policy must let the caller send (with the CloudFormation stack: add
+    /// its ARN to the BackfillPrincipalArns parameter); the caller also needs
+    /// s3:ListBucket on the bucket and sqs:SendMessage on the queue.
+    Enqueue(EnqueueArgs),
     /// Check or test detection rules.
     Rules {
         #[command(subcommand)]
@@ -182,6 +200,33 @@ pub struct ScanArgs {
     pub paths: Vec<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// The workers' queue, by URL (as `aws sqs get-queue-url` prints it).
+    #[arg(long, value_name = "URL", value_parser = parse_queue_url)]
+    pub queue_url: String,
+    /// Skip day folders that end before this RFC 3339 time.
+    #[arg(long, value_name = "TIME", value_parser = parse_rfc3339)]
+    pub since: Option<i64>,
+    /// Skip day folders that start at or after this RFC 3339 time.
+    #[arg(long, value_name = "TIME", value_parser = parse_rfc3339)]
+    pub until: Option<i64>,
+    /// The objects to send: s3://bucket/prefix/ (the whole bucket: s3://bucket/).
+    #[arg(value_name = "S3_URL")]
+    pub location: String,
+}
+
+fn parse_queue_url(s: &str) -> Result<String, String> {
+    if s.starts_with("https://") || s.starts_with("http://") {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is not a queue URL; give the URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME), \
+             not the queue's name or ARN"
+        ))
+    }
+}
+
 fn parse_severity(s: &str) -> Result<Severity, String> {
     s.parse()
 }
@@ -196,6 +241,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run_cmd(args),
         Command::Scan(args) => scan_cmd(args),
+        Command::Enqueue(args) => enqueue_cmd(args),
         Command::Healthcheck(args) => Ok(healthcheck_cmd(args)),
         Command::Rules { command } => match command {
             RulesCommand::Check { dir, path } => rules_check(&dir.resolve(path)),
@@ -379,6 +425,63 @@ fn scan_cmd(args: ScanArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_FINDINGS));
     }
     Ok(ExitCode::from(EXIT_OK))
+}
+
+/// `trailwatch enqueue`: the options checked, the run, the final line on stdout;
+/// a run that did not send everything is an error (exit 2).
+fn enqueue_cmd(args: EnqueueArgs) -> anyhow::Result<ExitCode> {
+    let InputSpec::S3 { bucket, prefix } = InputSpec::parse(&args.location) else {
+        anyhow::bail!(
+            "`{}` is not an S3 location; give s3://bucket/prefix/ (for local files, use `trailwatch scan`)",
+            args.location
+        );
+    };
+    if bucket.is_empty() {
+        anyhow::bail!(
+            "`{}` names no bucket; give s3://bucket/prefix/",
+            args.location
+        );
+    }
+    if let (Some(since), Some(until)) = (args.since, args.until)
+        && since >= until
+    {
+        anyhow::bail!("--since must be before --until");
+    }
+    let opts = crate::enqueue::Options {
+        queue_url: args.queue_url,
+        bucket,
+        prefix,
+        window: crate::enqueue::Window {
+            since_ms: args.since,
+            until_ms: args.until,
+        },
+        progress: true,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(async {
+        let aws = crate::aws::sdk_config().await;
+        crate::enqueue::run(&opts, &aws).await
+    })?;
+    for (key, why) in report.unsent.iter().take(10) {
+        // Keys are whatever the bucket holds: escaped, as in the logs.
+        eprintln!(
+            "not sent: {}",
+            crate::logging::Escaped(format_args!("s3://{}/{key}: {why}", opts.bucket))
+        );
+    }
+    if report.listed == 0 {
+        eprintln!(
+            "warning: nothing to send under {} (check the prefix and --since/--until)",
+            args.location
+        );
+    }
+    println!("{}", report.summary_line(&opts.queue_url));
+    match report.failure(&opts.queue_url, &opts.bucket) {
+        Some(e) => Err(anyhow::anyhow!(e)),
+        None => Ok(ExitCode::from(EXIT_OK)),
+    }
 }
 
 fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {

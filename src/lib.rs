@@ -27,6 +27,8 @@
 //! - [`alert`]: what a detection becomes, with a deterministic id.
 //! - [`output`]: JSON lines and CSV; [`sinks`]: stdout, file, SNS, webhooks.
 //! - [`scan`]: the offline driver behind `trailwatch scan`.
+//! - [`enqueue`]: backfills on the fleet (`trailwatch enqueue`): an S3 prefix,
+//!   pruned to the days of a range, sent to the workers' queue as S3 notifications.
 //! - [`worker`]: the SQS driver behind `trailwatch run` (intake, admission, the
 //!   per-file evaluation, delivery, the delete; its shared state resolved from the
 //!   configuration once, and its SQS calls); [`config`] its configuration (the
@@ -45,6 +47,7 @@ pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod enqueue;
 pub mod evaluate;
 pub mod events;
 pub mod health;

@@ -26,3 +26,5 @@ mod hostile;
 mod senders;
 // The health server under hostile clients.
 mod health;
+// `trailwatch enqueue`: backfills sent to the workers' queue, pruned by date.
+mod enqueue;
