@@ -80,6 +80,23 @@ pub enum Command {
     /// Probe a worker's health endpoint (container health checks, without a shell or
     /// curl): exit 0 when it answers 2xx, 1 otherwise (the reason on stderr).
     Healthcheck(HealthcheckArgs),
+    /// Shared detection state (`[state] backend = "dynamodb"`).
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Create the DynamoDB table the workers share (on demand, TTL on
+    /// `expires_at`), with the standard AWS credentials and AWS_ENDPOINT_URL. Does
+    /// nothing when the table exists.
+    CreateTable {
+        /// The table's name (the workers' `[state] table`).
+        #[arg(long, value_name = "NAME")]
+        table: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +260,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scan(args) => scan_cmd(args),
         Command::Enqueue(args) => enqueue_cmd(args),
         Command::Healthcheck(args) => Ok(healthcheck_cmd(args)),
+        Command::State {
+            command: StateCommand::CreateTable { table },
+        } => create_table_cmd(&table),
         Command::Rules { command } => match command {
             RulesCommand::Check { dir, path } => rules_check(&dir.resolve(path)),
             RulesCommand::Test {
@@ -423,6 +443,24 @@ fn scan_cmd(args: ScanArgs) -> anyhow::Result<ExitCode> {
         && max >= min
     {
         return Ok(ExitCode::from(EXIT_FINDINGS));
+    }
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+/// `trailwatch state create-table`.
+fn create_table_cmd(table: &str) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let created = rt.block_on(async {
+        let conf = crate::aws::sdk_config().await;
+        let client = aws_sdk_dynamodb::Client::new(&conf);
+        crate::state::dynamodb::Table::create(&client, table).await
+    })?;
+    match created {
+        true => println!("created DynamoDB table {table} (on demand, TTL on expires_at)"),
+        false => println!("DynamoDB table {table} exists; nothing to do"),
     }
     Ok(ExitCode::from(EXIT_OK))
 }

@@ -555,7 +555,7 @@ impl Default for Retry {
     fn default() -> Retry {
         Retry {
             max_attempts: 5,
-            delay: crate::sinks::backoff,
+            delay: crate::retry::backoff,
         }
     }
 }
