@@ -343,11 +343,11 @@ fn thresholds_and_ignore_thresholds() {
     assert_eq!(th["window"], "5m");
     assert_eq!(th["group"]["actor.name"], "eve@example.com");
     assert_eq!(th["group"]["actor.account"], "111122223333");
-    assert_eq!(th["first_event_time"], "2024-11-05T10:00:00Z");
-    assert_eq!(th["last_event_time"], "2024-11-05T10:04:40Z");
+    assert_eq!(th["window_start"], "2024-11-05T10:00:00Z");
+    assert_eq!(th["window_end"], "2024-11-05T10:05:00Z");
     assert_eq!(
         alerts[0]["event"]["eventTime"], "2024-11-05T10:02:20Z",
-        "the late event completed the window"
+        "the file that completed the window names its first event of the window"
     );
 
     let (_, out, _) = run(trailwatch()

@@ -126,6 +126,16 @@ impl<'a> FileTurn<'a> {
                 let rules = self.engine.rules();
                 for step in steps {
                     self.counts.matches[step.rule] += 1;
+                    if !self.engine.is_windowed(step.rule) {
+                        // A stateless rule beside a windowed one: its alert is ready.
+                        emit.fired(&rules[step.rule]);
+                        match step.alert {
+                            Some(Ready::Alert(a)) => emit.alert(*a),
+                            Some(Ready::Rendered(r)) => emit.rendered(&rendered[r]),
+                            None => unreachable!("a stateless rule's alert is built ahead"),
+                        }
+                        continue;
+                    }
                     let rep = || match step.alert {
                         Some(Ready::Alert(a)) => Rep::Alert(a),
                         Some(Ready::Rendered(r)) => Rep::Rendered(rendered[r].to_vec()),
