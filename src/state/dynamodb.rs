@@ -23,12 +23,13 @@
 //! file's message is kept and the file retried, and nothing counted twice.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TimeToLiveSpecification,
+    ReturnConsumedCapacity, ScalarAttributeType, TimeToLiveSpecification,
 };
 use sha2::{Digest, Sha256};
 
@@ -47,6 +48,53 @@ pub struct Table {
     name: String,
     retention_secs: i64,
     rt: tokio::runtime::Handle,
+    usage: std::sync::Arc<Usage>,
+}
+
+/// What the table was asked, for the cost figures: requests, and capacity units
+/// as DynamoDB reports them (`ReturnConsumedCapacity`), or, when an answer
+/// carries none, one unit per request (every item but a join's is under 1 KB).
+#[derive(Debug, Default)]
+pub struct Usage {
+    reads: AtomicU64,
+    writes: AtomicU64,
+    /// In thousandths of a unit.
+    read_units: AtomicU64,
+    write_units: AtomicU64,
+}
+
+/// A snapshot of [`Usage`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct UsageSnapshot {
+    pub reads: u64,
+    pub writes: u64,
+    pub read_units: f64,
+    pub write_units: f64,
+}
+
+impl Usage {
+    fn count(&self, write: bool, units: Option<f64>) {
+        let milli = (units.unwrap_or(1.0) * 1000.0).round() as u64;
+        let (n, u) = match write {
+            true => (&self.writes, &self.write_units),
+            false => (&self.reads, &self.read_units),
+        };
+        n.fetch_add(1, Ordering::Relaxed);
+        u.fetch_add(milli, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> UsageSnapshot {
+        UsageSnapshot {
+            reads: self.reads.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            read_units: self.read_units.load(Ordering::Relaxed) as f64 / 1000.0,
+            write_units: self.write_units.load(Ordering::Relaxed) as f64 / 1000.0,
+        }
+    }
+}
+
+fn units(c: Option<&aws_sdk_dynamodb::types::ConsumedCapacity>) -> Option<f64> {
+    c.and_then(|c| c.capacity_units())
 }
 
 fn hash(s: &str) -> String {
@@ -80,7 +128,13 @@ impl Table {
             name: name.to_owned(),
             retention_secs: retention.as_secs() as i64,
             rt: tokio::runtime::Handle::current(),
+            usage: Default::default(),
         }
+    }
+
+    /// What this table was asked so far.
+    pub fn usage(&self) -> UsageSnapshot {
+        self.usage.snapshot()
     }
 
     fn expires_at(&self) -> AttributeValue {
@@ -125,8 +179,11 @@ impl Table {
             .expression_attribute_values(":t", self.expires_at())
             .expression_attribute_values(":c", AttributeValue::N(a.count.to_string()))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
+        let used = r.as_ref().ok().and_then(|o| units(o.consumed_capacity()));
+        self.usage.count(true, used);
         match r {
             Ok(out) => {
                 let n = out
@@ -155,8 +212,11 @@ impl Table {
             .expression_attribute_names("#by", "by")
             .expression_attribute_values(":f", s(file))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
+        let used = r.as_ref().ok().and_then(|o| units(o.consumed_capacity()));
+        self.usage.count(true, used);
         match r {
             Ok(out) if out.attributes().is_some_and(|a| !a.is_empty()) => Ok(Claim::Repeat),
             Ok(_) => Ok(Claim::Won),
@@ -171,14 +231,17 @@ impl Table {
         what: &str,
     ) -> Result<(), StoreError> {
         item.insert("expires_at".into(), self.expires_at());
-        self.client
+        let r = self
+            .client
             .put_item()
             .table_name(&self.name)
             .set_item(Some(item))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| err(what, &e))
+            .await;
+        let used = r.as_ref().ok().and_then(|o| units(o.consumed_capacity()));
+        self.usage.count(true, used);
+        r.map(|_| ()).map_err(|e| err(what, &e))
     }
 
     /// Every item of a join request: its waiting alerts and its key lines.
@@ -198,9 +261,12 @@ impl Table {
                 .expression_attribute_values(":p", s(format!("j#{request}")))
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
-                .await
-                .map_err(|e| err("Query (join)", &e))?;
+                .await;
+            let used = out.as_ref().ok().and_then(|o| units(o.consumed_capacity()));
+            self.usage.count(false, used);
+            let out = out.map_err(|e| err("Query (join)", &e))?;
             for item in out.items() {
                 let sk = item
                     .get("sk")
@@ -483,8 +549,11 @@ impl State for Handle {
                 .table_name(&self.table.name)
                 .set_key(Some(Table::object_key(object)))
                 .consistent_read(true)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send(),
         );
+        let used = r.as_ref().ok().and_then(|o| units(o.consumed_capacity()));
+        self.table.usage.count(false, used);
         match r {
             Ok(out) => Ok(out.item().is_some_and(|i| !i.is_empty())),
             Err(e) => Err(err("GetItem (completed object)", &e)),

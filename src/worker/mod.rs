@@ -170,6 +170,16 @@ pub async fn run_with(
             "DeleteObjects alerts and access log lines still waiting for each other are dropped (their alerts went out already)"
         );
     }
+    if let crate::state::Backend::DynamoDb(t) = &state.detection {
+        let u = t.usage();
+        tracing::info!(
+            reads = u.reads,
+            writes = u.writes,
+            read_units = u.read_units,
+            write_units = u.write_units,
+            "DynamoDB state usage"
+        );
+    }
     tracing::info!(
         files = state.metrics.total(Counter::FilesProcessed),
         events = state.metrics.total(Counter::EventsProcessed),
