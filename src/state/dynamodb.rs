@@ -29,7 +29,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ReturnConsumedCapacity, ScalarAttributeType, TimeToLiveSpecification,
+    ScalarAttributeType, TimeToLiveSpecification,
 };
 use sha2::{Digest, Sha256};
 
@@ -51,9 +51,11 @@ pub struct Table {
     usage: std::sync::Arc<Usage>,
 }
 
-/// What the table was asked, for the cost figures: requests, and capacity units
-/// as DynamoDB reports them (`ReturnConsumedCapacity`), or, when an answer
-/// carries none, one unit per request (every item but a join's is under 1 KB).
+/// What the table was asked, for the cost figures: requests, and the request
+/// units DynamoDB bills for them, worked out from the items' sizes as DynamoDB
+/// does (a write unit per KB written, conditional failures included; a read unit
+/// per 4 KB read strongly consistent). Worked out here rather than read from
+/// `ConsumedCapacity`, which emulators report differently.
 #[derive(Debug, Default)]
 pub struct Usage {
     reads: AtomicU64,
@@ -93,8 +95,28 @@ impl Usage {
     }
 }
 
-fn units(c: Option<&aws_sdk_dynamodb::types::ConsumedCapacity>) -> Option<f64> {
-    c.and_then(|c| c.capacity_units())
+/// An item's size as DynamoDB counts it: attribute names plus values.
+fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
+    item.iter()
+        .map(|(k, v)| {
+            k.len()
+                + match v {
+                    AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+                    AttributeValue::Ss(ss) => ss.iter().map(String::len).sum(),
+                    _ => 8,
+                }
+        })
+        .sum()
+}
+
+/// Write units for an item of `bytes`.
+fn write_units(bytes: usize) -> Option<f64> {
+    Some(bytes.div_ceil(1024).max(1) as f64)
+}
+
+/// Read units for `bytes` read strongly consistent.
+fn read_units(bytes: usize) -> Option<f64> {
+    Some(bytes.div_ceil(4096).max(1) as f64)
 }
 
 fn hash(s: &str) -> String {
@@ -179,11 +201,16 @@ impl Table {
             .expression_attribute_values(":t", self.expires_at())
             .expression_attribute_values(":c", AttributeValue::N(a.count.to_string()))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
-        let used = r.as_ref().ok().and_then(|o| units(o.consumed_capacity()));
-        self.usage.count(true, used);
+        // The item after the update: its key, TTL and members (32 hex digits each).
+        let members_after = r
+            .as_ref()
+            .ok()
+            .and_then(|o| o.attributes().and_then(|a| a.get("m")))
+            .and_then(|m| m.as_ss().ok())
+            .map_or(a.count as usize, Vec::len);
+        self.usage.count(true, write_units(90 + 32 * members_after));
         match r {
             Ok(out) => {
                 let n = out
@@ -203,6 +230,7 @@ impl Table {
         let mut item = Table::key(format!("c#{}", hash(&g.text())), "c");
         item.insert("by".into(), s(file));
         item.insert("expires_at".into(), self.expires_at());
+        let size = item_size(&item);
         let r = self
             .client
             .put_item()
@@ -212,11 +240,9 @@ impl Table {
             .expression_attribute_names("#by", "by")
             .expression_attribute_values(":f", s(file))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
-        let used = r.as_ref().ok().and_then(|o| units(o.consumed_capacity()));
-        self.usage.count(true, used);
+        self.usage.count(true, write_units(size));
         match r {
             Ok(out) if out.attributes().is_some_and(|a| !a.is_empty()) => Ok(Claim::Repeat),
             Ok(_) => Ok(Claim::Won),
@@ -231,16 +257,15 @@ impl Table {
         what: &str,
     ) -> Result<(), StoreError> {
         item.insert("expires_at".into(), self.expires_at());
+        let size = item_size(&item);
         let r = self
             .client
             .put_item()
             .table_name(&self.name)
             .set_item(Some(item))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
-        let used = r.as_ref().ok().and_then(|o| units(o.consumed_capacity()));
-        self.usage.count(true, used);
+        self.usage.count(true, write_units(size));
         r.map(|_| ()).map_err(|e| err(what, &e))
     }
 
@@ -261,11 +286,12 @@ impl Table {
                 .expression_attribute_values(":p", s(format!("j#{request}")))
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await;
-            let used = out.as_ref().ok().and_then(|o| units(o.consumed_capacity()));
-            self.usage.count(false, used);
+            let read: usize = out
+                .as_ref()
+                .map_or(0, |o| o.items().iter().map(item_size).sum());
+            self.usage.count(false, read_units(read));
             let out = out.map_err(|e| err("Query (join)", &e))?;
             for item in out.items() {
                 let sk = item
@@ -549,11 +575,9 @@ impl State for Handle {
                 .table_name(&self.table.name)
                 .set_key(Some(Table::object_key(object)))
                 .consistent_read(true)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send(),
         );
-        let used = r.as_ref().ok().and_then(|o| units(o.consumed_capacity()));
-        self.table.usage.count(false, used);
+        self.table.usage.count(false, read_units(0));
         match r {
             Ok(out) => Ok(out.item().is_some_and(|i| !i.is_empty())),
             Err(e) => Err(err("GetItem (completed object)", &e)),

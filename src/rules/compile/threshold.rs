@@ -105,10 +105,10 @@ impl FileCx<'_> {
     }
 }
 
-/// The longest `[threshold]` or `[suppress]` window. State is kept in memory for
-/// the window plus [`crate::engine::windows::LATENESS_MS`], for the whole of a scan or
-/// the life of `trailwatch run`: a week bounds that and still covers slow
-/// patterns over a working week; longer baselines belong in a data lake.
+/// The longest `[threshold]` or `[suppress]` window: a window's members are kept
+/// (in memory or in the state table) until it fires or its retention passes, so a
+/// week bounds that and still covers slow patterns over a working week; longer
+/// baselines belong in a data lake.
 pub const MAX_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 60 * 60);
 
 #[cfg(test)]
