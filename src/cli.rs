@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::engine::EngineOptions;
 use crate::input::{InputSpec, Limits};
+use crate::logging::LogFormat;
 use crate::output::{self, Format};
 use crate::record::parse_time_ms;
 use crate::rules::{RuleSet, Severity, Strictness};
@@ -40,12 +41,6 @@ pub struct Cli {
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,7 +14,12 @@ use tracing_subscriber::field::{RecordFields, VisitOutput};
 use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
 
-use crate::cli::LogFormat;
+/// How log lines are written: for people (`text`) or for log pipelines (`json`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Installs the global subscriber; call once, first thing.
 pub fn init(format: LogFormat) {

@@ -11,7 +11,7 @@ use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit, StatisticS
 use tokio::sync::watch;
 
 use super::{Metrics, Pending};
-use crate::events::{DatapointsDropped, InternalEvent};
+use crate::metrics::events::{DatapointsDropped, InternalEvent};
 
 /// CloudWatch accepts up to 1000 datapoints per PutMetricData; stay well below.
 const BATCH: usize = 500;

@@ -6,6 +6,7 @@
 //! series) until it is sent or dropped.
 
 pub mod cloudwatch;
+pub mod events;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

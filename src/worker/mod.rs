@@ -28,8 +28,8 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::events::{ExpiredAlertsUndelivered, InternalEvent, ReceiveFailed};
 use crate::health::Health;
+use crate::metrics::events::{ExpiredAlertsUndelivered, InternalEvent, ReceiveFailed};
 use crate::metrics::{Counter, Metrics};
 use crate::rules::RuleSet;
 use state::{Source, State};

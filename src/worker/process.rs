@@ -15,12 +15,12 @@ use super::notification::{self, Notification, ObjectRef};
 use super::{Source, State};
 
 use crate::alert::{Alert, SourceRef};
-use crate::events::{
+use crate::input;
+use crate::metrics::Counter;
+use crate::metrics::events::{
     DeleteFailed, FileFailed, InternalEvent, MessageKept, NotificationRejected,
     NotificationUnreadable, ObjectFiltered, SinkDeliveryFailed, VisibilityChangeFailed,
 };
-use crate::input;
-use crate::metrics::Counter;
 use crate::sinks::SinkError;
 use crate::state::ObjectId;
 
