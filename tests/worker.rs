@@ -939,3 +939,41 @@ fn a_drained_backlog_alerts_as_scan_does() {
     assert_eq!(worker.len(), ids(&worker).len(), "no alert twice");
     assert_eq!(bed.depth(&bed.queue), 0);
 }
+
+/// `--until-idle` does not call the queue idle while a message it released for a
+/// retry is still due back: the first attempt fails (the object is not there
+/// yet), the object then arrives with a notification of its own, and the worker
+/// waits for the released message to come back before it exits, leaving nothing
+/// in flight.
+#[test]
+fn until_idle_waits_for_a_released_message_to_come_back() {
+    let bed = Bed::new(5);
+    let key = "AWSLogs/late.json.gz";
+    bed.send(
+        &json!({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": BUCKET}, "object": {"key": key}}}]})
+        .to_string(),
+    );
+    let rules = root().join("rules/s3-sso-object-delete.toml");
+    let cfg = bed.config(&rules, "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("retry_delay = \"0s\"", "retry_delay = \"5s\"");
+    std::fs::write(&cfg, text).unwrap();
+    let mut w = bed.spawn(&cfg, &["--until-idle", "1s"]);
+    wait_for(
+        "the first attempt to fail and release its message",
+        30,
+        || bed.log().contains("message kept for redelivery"),
+    );
+    bed.put(key, delete_file(1, "late@example.com"));
+    assert_eq!(bed.wait_exit(&mut w, 60), 0, "{}", bed.log());
+    assert!(bed.actor_names().contains(&"late@example.com".to_owned()));
+    assert_eq!(
+        bed.depth(&bed.queue),
+        0,
+        "the released message came back and was done with before the exit: {}",
+        bed.log()
+    );
+    assert_eq!(bed.depth(&bed.dlq), 0);
+}

@@ -314,6 +314,14 @@ async fn intake(
                     tracing::error!(error = %e, "a message task failed unexpectedly; its message will be redelivered");
                 }
             }
+            // A message released for a retry is not gone: the queue is not idle
+            // before it is due back (it is then received, or it went to the
+            // dead-letter queue).
+            let due = *state.retry_due.lock().unwrap_or_else(|e| e.into_inner());
+            if due.is_some_and(|d| Instant::now() < d) {
+                idle_since = None;
+                continue;
+            }
             if tasks.is_empty() {
                 let since = *idle_since.get_or_insert_with(Instant::now);
                 if let Some(limit) = opts.until_idle

@@ -104,6 +104,9 @@ pub(super) async fn message(
         }
         .emit(&state.metrics);
         set_visibility(&state, &source, &receipt, source.retry_delay).await;
+        let due = std::time::Instant::now() + source.retry_delay;
+        let mut d = state.retry_due.lock().unwrap_or_else(|e| e.into_inner());
+        *d = Some(d.map_or(due, |t| t.max(due)));
     }
     state
         .inflight

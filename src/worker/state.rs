@@ -40,6 +40,9 @@ pub(crate) struct State {
     /// Receipt handles of messages being processed, by message id, with their queue,
     /// so that messages still unfinished when the grace period ends can be released.
     pub(super) inflight: Mutex<HashMap<String, (String, String)>>,
+    /// When the last message this worker released for a retry is due back on its
+    /// queue: `--until-idle` does not call the queue idle before then.
+    pub(super) retry_due: Mutex<Option<std::time::Instant>>,
     /// Set when shutdown begins: deliveries stop retrying a failing sink.
     pub(super) stopping: AtomicBool,
     /// The built-in rule for rejected notifications (see [`admission`]), apart from
@@ -152,6 +155,7 @@ impl State {
                 max_nesting_depth: cfg.limits.max_nesting_depth,
             },
             inflight: Mutex::new(HashMap::new()),
+            retry_due: Mutex::new(None),
             stopping: AtomicBool::new(false),
             forged: Mutex::new(Engine::new(
                 &RuleSet {
