@@ -26,6 +26,7 @@
 //! [`add`]: WindowStore::add
 //! [`claim`]: WindowStore::claim
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 // Keys are our own rule fields' values; a fast non-cryptographic hash is enough
@@ -288,7 +289,8 @@ struct Slot<R> {
 /// What one file adds to the windows of the rules it matched.
 pub struct FileWindows<R> {
     slots: Vec<Slot<R>>,
-    index: HashMap<(usize, Kind, Key, i64), usize>,
+    /// Slots by a hash of (rule, kind, start, key); collisions share a list.
+    index: HashMap<u64, Vec<usize>>,
 }
 
 impl<R> Default for FileWindows<R> {
@@ -319,39 +321,56 @@ impl<R> FileWindows<R> {
     pub fn observe(&mut self, rules: &[Rule], i: usize, o: Observation, rep: impl FnOnce() -> R) {
         let rule = &rules[i];
         let t = time_of(&o);
-        let (gate, member, count) = match &rule.threshold {
-            Some(th) => {
+        let (kind, start_ms, member, count) = match (&rule.threshold, &rule.suppress) {
+            (Some(th), _) => {
                 // A distinct threshold counts values: an event without one adds nothing.
                 let Some(member) = o.member else { return };
-                let gate = Gate {
-                    rule: rule.id.clone(),
-                    kind: Kind::Threshold,
-                    key: o.group,
-                    start_ms: window_start(t, th.window_ms),
-                };
-                (gate, Some(member), th.count)
+                (
+                    Kind::Threshold,
+                    window_start(t, th.window_ms),
+                    Some(member),
+                    th.count,
+                )
             }
-            None => match suppress_gate(rule, o.suppress.clone(), t) {
-                Some(gate) => (gate, None, 0),
-                None => return,
-            },
+            (None, Some(s)) => (Kind::Suppress, window_start(t, s.window_ms), None, 0),
+            (None, None) => return,
         };
-        let at = (i, gate.kind, gate.key.clone(), gate.start_ms);
-        let slot = match self.index.get(&at) {
-            Some(&n) => &mut self.slots[n],
+        let key = match kind {
+            Kind::Threshold => &o.group,
+            Kind::Suppress => &o.suppress,
+        };
+        // Found by a hash of what names the slot, so that an event of a window the
+        // file already touched (most of them) allocates nothing.
+        let mut h = rustc_hash::FxHasher::default();
+        (i, kind, start_ms, key).hash(&mut h);
+        let bucket = self.index.entry(h.finish()).or_default();
+        let found = bucket.iter().copied().find(|&n| {
+            let s = &self.slots[n];
+            s.rule == i && s.gate.kind == kind && s.gate.start_ms == start_ms && &s.gate.key == key
+        });
+        let n = match found {
+            Some(n) => n,
             None => {
-                self.index.insert(at, self.slots.len());
+                let n = self.slots.len();
+                bucket.push(n);
+                let key = key.clone();
                 self.slots.push(Slot {
                     rule: i,
-                    gate,
+                    gate: Gate {
+                        rule: rule.id.clone(),
+                        kind,
+                        key,
+                        start_ms,
+                    },
                     members: Vec::new(),
                     seen: HashSet::default(),
                     suppress_key: o.suppress,
                     rep: rep(),
                 });
-                self.slots.last_mut().expect("just pushed")
+                n
             }
         };
+        let slot = &mut self.slots[n];
         if let Some(m) = member
             && (slot.members.len() as u64) < count
             && slot.seen.insert(m)
