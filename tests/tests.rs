@@ -28,3 +28,5 @@ mod senders;
 mod health;
 // `trailwatch enqueue`: backfills sent to the workers' queue, pruned by date.
 mod enqueue;
+// The same alert ids however files are shared out among workers with shared state.
+mod partitions;
