@@ -98,6 +98,8 @@ impl State for Memory {
 /// file. It outlives rule reloads: windows are keyed by rule id.
 #[derive(Debug)]
 pub struct Shared {
+    /// How long a window no file touched is kept (`[state] retention`).
+    pub retention: std::time::Duration,
     pub windows: Mutex<MemoryWindows>,
     pub join: Mutex<DeleteJoin>,
     pub completed: Mutex<Completed>,
@@ -111,6 +113,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Shared {
     pub fn new(join: DeleteJoin, completed: Completed) -> Shared {
         Shared {
+            retention: std::time::Duration::from_secs(8 * 24 * 3600),
             windows: Mutex::new(MemoryWindows::default()),
             join: Mutex::new(join),
             completed: Mutex::new(completed),
@@ -125,9 +128,9 @@ impl Shared {
         }
     }
 
-    /// Forgets windows untouched for `retention_ms` (see [`MemoryWindows::sweep`]).
-    pub fn sweep(&self, now_ms: i64, retention_ms: i64) {
-        lock(&self.windows).sweep(now_ms, retention_ms)
+    /// Forgets windows untouched for the retention (see [`MemoryWindows::sweep`]).
+    pub fn sweep(&self, now_ms: i64) {
+        lock(&self.windows).sweep(now_ms, self.retention.as_millis() as i64)
     }
 }
 

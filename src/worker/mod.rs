@@ -188,10 +188,6 @@ pub async fn run_with(
     result
 }
 
-/// How long a worker in memory keeps a window no file touched (wall clock):
-/// CloudTrail retries delivery for days, so a week.
-const WINDOW_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
-
 /// Sends out `DeleteObjects` alerts whose access log lines never came, and
 /// sweeps old windows from memory.
 async fn sweep_join(state: Arc<State>, mut stop: watch::Receiver<bool>) {
@@ -205,7 +201,7 @@ async fn sweep_join(state: Arc<State>, mut stop: watch::Receiver<bool>) {
         };
         // Windows untouched for as long as CloudTrail may still deliver late
         // files of theirs are forgotten, so that memory stays bounded.
-        memory.sweep(process::now_ms() as i64, WINDOW_RETENTION_MS);
+        memory.sweep(process::now_ms() as i64);
         let (expired, evicted) = {
             let mut p = memory.join.lock().unwrap_or_else(|e| e.into_inner());
             (p.expire(process::now_ms()), p.take_evicted())

@@ -127,14 +127,17 @@ impl State {
         Ok(State {
             detection: match cfg.state.backend {
                 StateBackend::Memory => {
-                    crate::state::Backend::Memory(Arc::new(crate::state::Shared::new(
-                        crate::join::DeleteJoin::new(crate::join::Policy::Streaming {
-                            window: j.window,
-                            max_entries: j.max_pending,
-                            active: j.enabled,
-                        }),
-                        Completed::new(completed_cap),
-                    )))
+                    crate::state::Backend::Memory(Arc::new(crate::state::Shared {
+                        retention: cfg.state.retention,
+                        ..crate::state::Shared::new(
+                            crate::join::DeleteJoin::new(crate::join::Policy::Streaming {
+                                window: j.window,
+                                max_entries: j.max_pending,
+                                active: j.enabled,
+                            }),
+                            Completed::new(completed_cap),
+                        )
+                    }))
                 }
                 StateBackend::Dynamodb => {
                     crate::state::Backend::DynamoDb(crate::state::dynamodb::Table::new(
