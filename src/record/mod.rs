@@ -102,6 +102,11 @@ enum Body {
 pub struct RecordJson(Arc<str>);
 
 impl RecordJson {
+    /// `null`: a record left out (an alert kept where its record does not fit).
+    pub fn null() -> RecordJson {
+        RecordJson(Arc::from("null"))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -41,6 +41,9 @@ use crate::join::with_keys;
 /// Requests in flight at once for one file.
 const CONCURRENCY: usize = 16;
 
+/// The largest alert kept whole for the join (DynamoDB items hold 400 KB).
+const MAX_ALERT_ITEM: usize = 300 * 1024;
+
 /// The table, from any thread.
 #[derive(Clone)]
 pub struct Table {
@@ -318,7 +321,14 @@ impl Table {
     async fn join_alerts(&self, request: &str, alerts: &[Alert]) -> Result<Vec<Alert>, StoreError> {
         for a in alerts {
             let mut item = Table::key(format!("j#{request}"), &format!("a#{}", a.alert_id));
-            let body = serde_json::to_string(a).map_err(|e| StoreError(e.to_string()))?;
+            let mut body = serde_json::to_string(a).map_err(|e| StoreError(e.to_string()))?;
+            if body.len() > MAX_ALERT_ITEM {
+                // An item holds at most 400 KB: a huge record stays out of the
+                // follow-up (the first alert carried it).
+                let mut slim = a.clone();
+                slim.record = crate::record::RecordJson::null();
+                body = serde_json::to_string(&slim).map_err(|e| StoreError(e.to_string()))?;
+            }
             item.insert("body".into(), s(body));
             self.put(item, "PutItem (join alert)").await?;
         }

@@ -45,6 +45,13 @@ impl FileCx<'_> {
                 self.err(c.span(), "`count` must be at least 1");
                 return None;
             }
+            if n > MAX_COUNT {
+                self.err(
+                    c.span(),
+                    format!("`count` must be at most {MAX_COUNT}: a window keeps up to `count` members, in one state item of at most 400 KB"),
+                );
+                return None;
+            }
             Some(n)
         });
         let window = self
@@ -105,6 +112,10 @@ impl FileCx<'_> {
     }
 }
 
+/// The largest `[threshold] count`: a window keeps up to `count` members (32
+/// bytes each in the state table, whose items hold at most 400 KB).
+pub const MAX_COUNT: u64 = 10_000;
+
 /// The longest `[threshold]` or `[suppress]` window: a window's members are kept
 /// (in memory or in the state table) until it fires or its retention passes, so a
 /// week bounds that and still covers slow patterns over a working week; longer
@@ -150,5 +161,22 @@ mod tests {
                 "[{section}]: {e}"
             );
         }
+    }
+
+    #[test]
+    fn a_count_fits_one_state_item() {
+        let rule = |count: u64| {
+            format!(
+                "id = \"x\"\ntitle = \"t\"\nseverity = \"low\"\n[match]\na = 1\n[threshold]\ncount = {count}\nwindow = \"5m\"\n"
+            )
+        };
+        let mut l = Loader::new(Strictness::Check, (2026, 1, 1));
+        l.add(Path::new("t.toml"), &rule(super::MAX_COUNT));
+        assert!(l.finish().is_ok(), "the largest count loads");
+        let e = error(&rule(super::MAX_COUNT + 1));
+        assert!(
+            e.contains("t.toml:7:9: `count` must be at most 10000"),
+            "{e}"
+        );
     }
 }
