@@ -4,8 +4,13 @@
 //! webhook, when one is configured) with the ids `trailwatch scan` finds in the same
 //! files. The short form runs in the test suite; `scripts/reliability` runs the full
 //! form (more files) and prints the table.
+//!
+//! The DynamoDB scenarios run the worker with its detection state in a table on
+//! the emulator (created with `trailwatch state create-table`, past the proxy),
+//! reached through the proxy like every other service, and rules with thresholds
+//! and suppression beside a stateless one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -13,7 +18,7 @@ use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::faults::{Action, Fault, Kind, Proxy};
+use crate::support::faults::{Action, DynamoOp, Fault, Kind, Proxy};
 use crate::support::worker::*;
 use crate::support::*;
 
@@ -23,6 +28,9 @@ struct Row {
     lost: usize,
     unexpected: usize,
     redeliveries: usize,
+    /// The `AlertsRepeated` metric: windowed alerts sent again by a file processed
+    /// again (a repeat claim of its own window).
+    repeated: u64,
     queue: u64,
     dlq: u64,
     secs: f64,
@@ -73,6 +81,14 @@ struct Plan {
     reload: bool,
     /// `/readyz` is polled throughout: it must report the outage, then recover.
     readiness: bool,
+    /// Detection state in DynamoDB (a table on the emulator, reached through the
+    /// proxy), with the threshold and suppression rules of [`STATEFUL_RULES`] beside
+    /// the stateless one, and a denied call in every file for them.
+    dynamodb: bool,
+    /// The queue's maxReceiveCount.
+    max_receive: u32,
+    /// `--until-idle` for the (last) worker, when not the default.
+    idle: Option<&'static str>,
     inject: fn(&Proxy) -> Action,
 }
 
@@ -94,6 +110,9 @@ impl Plan {
             webhook: false,
             reload: false,
             readiness: false,
+            dynamodb: false,
+            max_receive: 3,
+            idle: None,
             inject: |_| Action::Other,
         }
     }
@@ -108,6 +127,8 @@ struct Watch {
     expected: HashSet<String>,
     /// Alert ids in delivery order (the poison and hostile files' alerts left out).
     ids: Vec<String>,
+    /// Each id's rule and the key of the object it came from.
+    origin: HashMap<String, (String, String)>,
     unique: HashSet<String>,
     /// Alerts delivered, and how many of them come from the big file.
     delivered: usize,
@@ -125,6 +146,7 @@ impl Watch {
             missing: expected.len(),
             expected,
             ids: Vec::new(),
+            origin: HashMap::new(),
             unique: HashSet::new(),
             delivered: 0,
             big: 0,
@@ -161,6 +183,9 @@ impl Watch {
                 self.big += 1;
             }
             let id = a["alert_id"].as_str().unwrap().to_owned();
+            let rule = a["rule_id"].as_str().unwrap_or("").to_owned();
+            let key = a["source"]["key"].as_str().unwrap_or("").to_owned();
+            self.origin.entry(id.clone()).or_insert((rule, key));
             if self.unique.insert(id.clone()) && self.expected.contains(&id) {
                 self.missing -= 1;
             }
@@ -264,11 +289,100 @@ const BROKEN_TOML: &str = "id = \"broken\"\ntitle = \n";
 const BAD_REGEX: &str =
     "id = \"bad\"\ntitle = \"t\"\nseverity = \"low\"\n[match]\neventName = { regex = \"(\" }\n";
 
+/// The windowed rules of the DynamoDB scenarios, by file name: a threshold with
+/// suppression on the denied call each file holds (four actors, one call a second
+/// in event time: every actor's one-minute windows reach 3, and suppression lets
+/// one alert per actor and two minutes out), and suppression alone on the deletes
+/// (one alert per bucket and minute).
+const STATEFUL_RULES: &[(&str, &str)] = &[
+    (
+        "denied-burst.toml",
+        r#"id = "denied-burst"
+title = "{actor.name} was denied 3 times within a minute"
+severity = "medium"
+
+[match]
+"event.denied" = true
+
+[threshold]
+count = 3
+window = "1m"
+group_by = "actor.name"
+
+[suppress]
+window = "2m"
+"#,
+    ),
+    (
+        "sso-delete-per-minute.toml",
+        r#"id = "sso-delete-per-minute"
+title = "SSO users deleted objects in {s3.bucket}"
+severity = "low"
+
+[match]
+eventSource = "s3.amazonaws.com"
+eventName = "DeleteObject"
+"actor.kind" = "sso_user"
+
+[suppress]
+window = "1m"
+key = "s3.bucket"
+"#,
+    ),
+];
+
+/// The state table of the DynamoDB scenarios.
+const STATE_TABLE: &str = "trailwatch-state";
+
+/// Whether an alert of `rule` is windowed (its id is its window's, claimed in the
+/// state table), as opposed to one alert per matching event.
+fn windowed(rule: &str) -> bool {
+    STATEFUL_RULES
+        .iter()
+        .any(|(f, _)| f.strip_suffix(".toml") == Some(rule))
+}
+
+/// The records of the `n`th file: an SSO user's DeleteObject (an alert of its own),
+/// and with `denied`, a call refused to one of four actors, one second later in
+/// event time per file.
+fn records(n: usize, denied: bool) -> Vec<serde_json::Value> {
+    let mut out = vec![s3_event(
+        n,
+        "DeleteObject",
+        &format!("user{n}@example.com"),
+        None,
+    )];
+    if denied {
+        let mut e = s3_event(
+            n,
+            "GetObject",
+            &format!("prober{}@example.com", n % 4),
+            Some("AccessDenied"),
+        );
+        e["eventID"] = format!("00000000-0000-4000-9000-{n:012}").into();
+        e["requestID"] = format!("DEN{n:013}").into();
+        out.push(e);
+    }
+    out
+}
+
 fn scenario(p: Plan) -> Row {
-    let bed = Bed::new(3);
+    let bed = Bed::new(p.max_receive);
     let proxy = Proxy::start(&bed.moto.endpoint);
     let dir = tempfile::tempdir().unwrap();
-    let rules = if p.reload {
+    let rules = if p.dynamodb {
+        let d = bed.dir.path().join("rules");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(
+            root().join("rules/s3-sso-object-delete.toml"),
+            d.join("s3-sso-object-delete.toml"),
+        )
+        .unwrap();
+        for (name, text) in STATEFUL_RULES {
+            std::fs::write(d.join(name), text).unwrap();
+        }
+        d
+    } else if p.reload {
         let d = bed.dir.path().join("rules");
         std::fs::create_dir_all(&d).unwrap();
         std::fs::copy(
@@ -281,12 +395,7 @@ fn scenario(p: Plan) -> Row {
         root().join("rules/s3-sso-object-delete.toml")
     };
     for n in 0..p.files {
-        let body = gzip(&cloudtrail(&[s3_event(
-            n,
-            "DeleteObject",
-            &format!("user{n}@example.com"),
-            None,
-        )]));
+        let body = gzip(&cloudtrail(&records(n, p.dynamodb)));
         write(&dir.path().join(format!("{n:05}.json.gz")), &body);
         bed.put(&format!("AWSLogs/{n:05}.json.gz"), body);
     }
@@ -399,7 +508,24 @@ fn scenario(p: Plan) -> Row {
         .iter()
         .map(|a| a["alert_id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(expected.len(), p.files + if p.big { BIG } else { 0 });
+    if p.dynamodb {
+        // The stateless rule's alert per file, and windowed ones.
+        let w = jsonl(&out)
+            .iter()
+            .filter(|a| windowed(a["rule_id"].as_str().unwrap()))
+            .count();
+        assert!(w > 0, "{}: no windowed alert expected\n{out}", p.name);
+        assert_eq!(expected.len(), p.files + w);
+    } else {
+        assert_eq!(expected.len(), p.files + if p.big { BIG } else { 0 });
+    }
+    if p.dynamodb {
+        // Straight to the emulator, not through the proxy.
+        let mut c = trailwatch();
+        bed.moto.apply(&mut c);
+        let (code, out, err) = run(c.args(["state", "create-table", "--table", STATE_TABLE]));
+        assert_eq!(code, 0, "{out}{err}");
+    }
 
     let action = (p.inject)(&proxy);
     let hook = p.webhook.then(Hook::start);
@@ -409,6 +535,10 @@ fn scenario(p: Plan) -> Row {
             h.port
         ),
         None => String::new(),
+    };
+    let sinks = match p.dynamodb {
+        true => format!("{sinks}\n[state]\nbackend = \"dynamodb\"\ntable = \"{STATE_TABLE}\"\n"),
+        false => sinks,
     };
     let mut cfg = bed.config(&rules, &sinks);
     if p.hostile {
@@ -432,9 +562,12 @@ fn scenario(p: Plan) -> Row {
         cfg = bed.dir.path().join("trailwatch-scenario.toml");
         std::fs::write(&cfg, text).unwrap();
     }
-    // Readiness as seen from outside: ready or not, for every poll.
-    let ready_log = Arc::new(Mutex::new(Vec::<bool>::new()));
+    // Readiness as seen from outside: ready or not, and the answer, for every poll.
+    let ready_log = Arc::new(Mutex::new(Vec::<(bool, String)>::new()));
     let polling = Arc::new(std::sync::atomic::AtomicBool::new(p.readiness));
+    // Often enough, with DynamoDB, to see a throttled file's failure before the
+    // next file clears it.
+    let poll_every = Duration::from_millis(if p.dynamodb { 25 } else { 200 });
     if p.readiness {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -454,10 +587,13 @@ fn scenario(p: Plan) -> Row {
                     let mut answer = String::new();
                     let _ = c.read_to_string(&mut answer);
                     if let Some(status) = answer.split_whitespace().nth(1) {
-                        log.lock().unwrap().push(status == "200");
+                        let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+                        log.lock()
+                            .unwrap()
+                            .push((status == "200", body.trim().to_owned()));
                     }
                 }
-                std::thread::sleep(Duration::from_millis(200));
+                std::thread::sleep(poll_every);
             }
         });
     }
@@ -467,12 +603,14 @@ fn scenario(p: Plan) -> Row {
     // before calling the queue idle.
     let idle = [
         "--until-idle",
-        if matches!(p.run, Run::Kill | Run::Sigterm) {
-            "10s"
-        } else {
-            "4s"
+        match p.idle {
+            Some(idle) => idle,
+            None if matches!(p.run, Run::Kill | Run::Sigterm) => "10s",
+            None => "4s",
         },
     ];
+    // A fault armed for a period ends then: a worker must not have given up before.
+    let armed_until = proxy.armed_until();
     let mut watch = Watch::new(bed.alerts_path(), expected.clone());
     let mut peak = 0;
     let mut restarted = None;
@@ -527,24 +665,66 @@ fn scenario(p: Plan) -> Row {
         assert_eq!(code, 0, "{}: {}", p.name, bed.log());
         peak = peak.max(rss);
     }
+    if let Some(until) = armed_until.filter(|_| matches!(p.run, Run::Once | Run::TwoWorkers)) {
+        assert!(
+            Instant::now() > until,
+            "{}: the worker exited before the fault was over\n{}",
+            p.name,
+            bed.log()
+        );
+    }
     polling.store(false, std::sync::atomic::Ordering::SeqCst);
     if p.readiness {
-        let seen = ready_log.lock().unwrap().clone();
-        // Down for the outage (polled every 200 ms: a healthy start shows one or
-        // two "not ready" answers at most), then ready again.
+        let answers = ready_log.lock().unwrap().clone();
+        let seen: Vec<bool> = answers.iter().map(|(ok, _)| *ok).collect();
+        // Down for the outage (2 s at least: a healthy start shows a few hundred
+        // milliseconds), then ready again. Throttling of a share of the calls fails
+        // a file now and then: each such failure shows until the next file goes
+        // through.
         let down = seen.iter().filter(|r| !**r).count();
         let last_down = seen.iter().rposition(|r| !r);
+        let partial = p.name.contains("throttled");
+        let down_for = poll_every * down as u32;
         assert!(
-            down >= 10 && last_down.is_some_and(|i| seen[i..].contains(&true)),
+            (partial && down > 0 || down_for >= Duration::from_secs(2))
+                && last_down.is_some_and(|i| seen[i..].contains(&true)),
             "{}: /readyz reports the outage, then recovers: {seen:?}",
             p.name
         );
+        if p.dynamodb {
+            // And says why: detection state, the call, the error code.
+            let why: Vec<&String> = answers
+                .iter()
+                .filter(|(ok, _)| !ok)
+                .map(|(_, a)| a)
+                .collect();
+            assert!(
+                why.iter()
+                    .any(|a| a.starts_with("not ready: detection state: DynamoDB ")),
+                "{}: /readyz names detection state: {why:?}",
+                p.name
+            );
+        }
     }
     if p.reload {
         assert_eq!(bed.metric("ReloadFailures", None), 2.0, "{}", p.name);
         let log = bed.log();
         assert!(log.contains("zz-broken.toml:"), "{log}");
         assert!(log.contains("invalid regex"), "{log}");
+    }
+    let repeated = bed.metric("AlertsRepeated", None) as u64;
+    if p.dynamodb {
+        account_for_repeats(&p, &proxy, &watch, repeated);
+    }
+    if p.dynamodb && p.run == Run::Kill {
+        // Files done before the kill (state written, DeleteMessage not answered)
+        // are skipped by the restart, not evaluated again.
+        assert!(
+            bed.metric("ObjectsSkipped", None) >= 1.0,
+            "{}: the kill point was missed (no completed file skipped)\n{}",
+            p.name,
+            bed.log()
+        );
     }
     let unique = &watch.unique;
     let mut lost = expected.difference(unique).count();
@@ -572,6 +752,7 @@ fn scenario(p: Plan) -> Row {
         lost,
         unexpected: unique.difference(&expected).count(),
         redeliveries: watch.ids.len() - unique.len(),
+        repeated,
         queue: bed.depth(&bed.queue),
         dlq: bed.depth(&bed.dlq),
         secs: started.elapsed().as_secs_f64(),
@@ -581,6 +762,37 @@ fn scenario(p: Plan) -> Row {
     }
 }
 
+/// Every alert id delivered more than once is accounted for: a windowed alert by a
+/// repeat claim of its window (`AlertsRepeated`, counted by the worker that sent it
+/// again), an alert of the stateless rule by its file being read again (a file that
+/// failed on detection state after its stateless alerts went out, or one in flight
+/// at a kill, is read again and sends them again, as in the memory rows).
+fn account_for_repeats(p: &Plan, proxy: &Proxy, watch: &Watch, repeated: u64) {
+    let mut times: HashMap<&str, usize> = HashMap::new();
+    for id in &watch.ids {
+        *times.entry(id.as_str()).or_default() += 1;
+    }
+    let mut windowed_again = 0;
+    for (id, n) in times.into_iter().filter(|(_, n)| *n > 1) {
+        let (rule, key) = &watch.origin[id];
+        if windowed(rule) {
+            windowed_again += n - 1;
+            continue;
+        }
+        let reads = proxy.count_path(Action::GetObject, key).0;
+        assert!(
+            reads >= n,
+            "{}: {id} ({rule}, {key}) delivered {n} times, its file read {reads} times",
+            p.name
+        );
+    }
+    assert!(
+        windowed_again as u64 <= repeated,
+        "{}: windowed alerts delivered again {windowed_again} times, AlertsRepeated = {repeated}",
+        p.name
+    );
+}
+
 fn full_form() -> bool {
     std::env::var_os("TRAILWATCH_RELIABILITY_FULL").is_some()
 }
@@ -588,6 +800,21 @@ fn full_form() -> bool {
 /// How long the SNS and SQS outages last: the issue's minute in the full form.
 fn outage_secs() -> u64 {
     if full_form() { 60 } else { 6 }
+}
+
+/// `retry_delay` in the DynamoDB fault rows: the default, or a tenth of it in the
+/// short form (as the faults last a tenth).
+fn state_retry_delay() -> &'static str {
+    if full_form() {
+        "retry_delay = \"30s\""
+    } else {
+        "retry_delay = \"3s\""
+    }
+}
+
+/// `--until-idle` in the DynamoDB fault rows: longer than [`state_retry_delay`].
+fn state_idle() -> &'static str {
+    if full_form() { "40s" } else { "8s" }
 }
 
 /// The scenario matrix. Every scenario must lose nothing and deliver no unexpected
@@ -766,6 +993,76 @@ fn nothing_is_lost_under_faults() {
             },
             ..Plan::new("two workers, short visibility, slow files", n.min(12))
         },
+        // A file that fails on detection state is released for `retry_delay` and
+        // spends one of its receives: these rows run with the stack's
+        // MaxReceiveCount (5) and the default `retry_delay` (30 s; 3 s in the short
+        // form, where the fault lasts 6 s), so that the fault ends before a good
+        // file's receives do. `--until-idle` outlasts the retry delay, when every
+        // message may be waiting on it.
+        Plan {
+            dynamodb: true,
+            readiness: true,
+            max_receive: 5,
+            extra: state_retry_delay(),
+            idle: Some(state_idle()),
+            inject: |p| {
+                p.add(
+                    Fault::on(DynamoDb(DynamoOp::All), Kind::Throttle)
+                        .ratio(0.5)
+                        .for_secs(outage_secs()),
+                );
+                DynamoDb(DynamoOp::All)
+            },
+            ..Plan::new(
+                if full {
+                    "DynamoDB throttled (half the calls) for 60 s"
+                } else {
+                    "DynamoDB throttled (half the calls) for 6 s"
+                },
+                n,
+            )
+        },
+        Plan {
+            dynamodb: true,
+            readiness: true,
+            max_receive: 5,
+            extra: state_retry_delay(),
+            idle: Some(state_idle()),
+            inject: |p| {
+                p.add(
+                    Fault::on(DynamoDb(DynamoOp::All), Kind::Unavailable).for_secs(outage_secs()),
+                );
+                DynamoDb(DynamoOp::All)
+            },
+            ..Plan::new(
+                if full {
+                    "DynamoDB unavailable (503) for 60 s"
+                } else {
+                    "DynamoDB unavailable (503) for 6 s"
+                },
+                n,
+            )
+        },
+        Plan {
+            dynamodb: true,
+            max_receive: 5,
+            run: Run::Kill,
+            extra: "visibility_timeout = \"4s\"",
+            inject: |p| {
+                // Every delete hangs and is dropped until the kill: files finish
+                // (alerts delivered, windows, claims and the completed object written
+                // to the table) and wait on their delete.
+                p.add(Fault::on(
+                    DeleteMessage,
+                    Kind::Hang(Duration::from_secs(30)),
+                ));
+                DeleteMessage
+            },
+            // The first delete is the bucket's s3:TestEvent; two more follow data
+            // files whose state is written.
+            stop_when: |p, w| w.delivered > 0 && p.count(DeleteMessage).0 >= 3,
+            ..Plan::new("DynamoDB: kill -9 between state and delete", n)
+        },
     ];
     // TRAILWATCH_RELIABILITY_ONLY=text runs the scenarios whose name contains it.
     let only = std::env::var("TRAILWATCH_RELIABILITY_ONLY").unwrap_or_default();
@@ -776,12 +1073,13 @@ fn nothing_is_lost_under_faults() {
         .collect();
     assert!(!rows.is_empty(), "no scenario matches `{only}`");
     println!(
-        "{:<44} {:>6} {:>5} {:>10} {:>12} {:>6} {:>4} {:>7} {:>9} {:>8} {:>9}",
+        "{:<44} {:>6} {:>5} {:>10} {:>12} {:>8} {:>6} {:>4} {:>7} {:>9} {:>8} {:>9}",
         "scenario",
         "files",
         "lost",
         "unexpected",
         "redeliveries",
+        "repeated",
         "queue",
         "dlq",
         "faults",
@@ -791,12 +1089,13 @@ fn nothing_is_lost_under_faults() {
     );
     for r in &rows {
         println!(
-            "{:<44} {:>6} {:>5} {:>10} {:>12} {:>6} {:>4} {:>7} {:>9} {:>8.1} {:>9.1}",
+            "{:<44} {:>6} {:>5} {:>10} {:>12} {:>8} {:>6} {:>4} {:>7} {:>9} {:>8.1} {:>9.1}",
             r.name,
             r.files,
             r.lost,
             r.unexpected,
             r.redeliveries,
+            r.repeated,
             r.queue,
             r.dlq,
             r.faulted,
@@ -834,6 +1133,7 @@ fn nothing_is_lost_under_faults() {
                     "SQS",
                     "kill -9",
                     "webhook",
+                    "DynamoDB",
                 ]
                 .iter()
                 .any(|p| r.name.starts_with(p)),

@@ -1,9 +1,9 @@
 //! The HTTP endpoints a platform probes: `/healthz` (the process is alive),
-//! `/readyz` (rules are loaded and SQS answered within the last minute) and
-//! `/metrics` (Prometheus text), served by [`serve`] (`server.rs`, with the limits
-//! on clients); and [`probe`], the client side of `trailwatch healthcheck`. Here:
-//! [`Health`], what readiness is judged on, and what of an SQS failure `/readyz`
-//! may show.
+//! `/readyz` (rules are loaded, SQS answered within the last minute, detection
+//! state answers) and `/metrics` (Prometheus text), served by [`serve`]
+//! (`server.rs`, with the limits on clients); and [`probe`], the client side of
+//! `trailwatch healthcheck`. Here: [`Health`], what readiness is judged on, and
+//! what of an SQS or detection-state failure `/readyz` may show.
 
 mod probe;
 mod server;
@@ -22,6 +22,18 @@ pub const READY_WITHIN: Duration = Duration::from_secs(60);
 pub struct Health {
     rules_loaded: AtomicBool,
     sqs: std::sync::Mutex<Polls>,
+    /// Since when detection state (the DynamoDB table) fails, and what failed
+    /// (reset by the next file it answered for).
+    state: std::sync::Mutex<Option<(Instant, StateFailure)>>,
+}
+
+/// A detection-state failure as `/readyz` may show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StateFailure {
+    /// The backend's call, e.g. `DynamoDB UpdateItem` (empty when not known).
+    call: String,
+    /// An error code or a category, as for SQS.
+    reason: String,
 }
 
 /// SQS receives as readiness sees them.
@@ -65,12 +77,53 @@ impl Health {
         p.failing = Some((since, reason));
     }
 
+    fn state_failure(&self) -> std::sync::MutexGuard<'_, Option<(Instant, StateFailure)>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Detection state answered for a file (its reads and writes went through):
+    /// a failure before it is over.
+    pub fn state_ok(&self) {
+        *self.state_failure() = None;
+    }
+
+    /// Detection state failed for a file with `error_text` (the backend's
+    /// description, e.g. `DynamoDB UpdateItem (threshold window): Code: message`).
+    /// Only the call and the error code or a category are kept, as for SQS.
+    pub fn state_failed(&self, error_text: &str) {
+        let failure = state_failure(error_text);
+        let mut f = self.state_failure();
+        let since = f.as_ref().map_or_else(Instant::now, |(t, _)| *t);
+        *f = Some((since, failure));
+    }
+
     /// `Ok` when ready, otherwise why not (e.g. `sqs: ReceiveMessage failing for 45s
-    /// (AccessDenied)`).
+    /// (AccessDenied)`, `detection state: DynamoDB UpdateItem failing for 12s
+    /// (ProvisionedThroughputExceededException)`; both, joined by `; `).
     pub fn readiness(&self) -> Result<(), String> {
         if !self.rules_loaded.load(Ordering::SeqCst) {
             return Err("rules not loaded".into());
         }
+        let state = self.state_failure().clone().map(|(since, f)| {
+            let call = match f.call.is_empty() {
+                true => String::new(),
+                false => format!(" {}", f.call),
+            };
+            format!(
+                "detection state:{call} failing for {}s ({})",
+                since.elapsed().as_secs(),
+                f.reason
+            )
+        });
+        match (self.sqs_readiness(), state) {
+            (Ok(()), None) => Ok(()),
+            (Ok(()), Some(s)) => Err(s),
+            (Err(q), None) => Err(q),
+            (Err(q), Some(s)) => Err(format!("{q}; {s}")),
+        }
+    }
+
+    fn sqs_readiness(&self) -> Result<(), String> {
         let p = self.polls();
         if p.last_ok.is_some_and(|t| t.elapsed() <= READY_WITHIN) {
             return Ok(());
@@ -122,6 +175,32 @@ fn sanitize_reason(reason: &str) -> String {
         r.to_owned()
     } else {
         "error".to_owned()
+    }
+}
+
+/// What may be shown of a detection-state failure: the backend's call when the text
+/// names one (`DynamoDB GetItem (completed object): ...` gives `DynamoDB GetItem`;
+/// operation names are codes), and the [`failure_reason`] of the rest.
+fn state_failure(error_text: &str) -> StateFailure {
+    let text = error_text.trim();
+    // `DynamoDB <Operation> (<what for>): <the SDK's description>`.
+    let call = text
+        .strip_prefix("DynamoDB ")
+        .and_then(|rest| rest.split_once(' '))
+        .filter(|(op, _)| is_code(op) && op.starts_with(|c: char| c.is_ascii_uppercase()))
+        .and_then(|(op, after)| {
+            let detail = after.strip_prefix('(')?.split_once("): ")?.1;
+            Some((op, detail))
+        });
+    match call {
+        Some((op, detail)) => StateFailure {
+            call: format!("DynamoDB {op}"),
+            reason: failure_reason(detail),
+        },
+        None => StateFailure {
+            call: String::new(),
+            reason: failure_reason(text),
+        },
     }
 }
 
@@ -251,6 +330,71 @@ mod tests {
             ("", "error"),
         ] {
             assert_eq!(failure_reason(text), reason, "{text}");
+        }
+    }
+
+    /// A detection-state failure names the call and the code, never the message;
+    /// the next file it answers for clears it; with SQS failing too, both show.
+    #[test]
+    fn readiness_names_a_failing_state_table() {
+        let h = Health::default();
+        h.set_rules_loaded(true);
+        h.poll_ok();
+        h.state_failed(
+            "DynamoDB UpdateItem (threshold window): ProvisionedThroughputExceededException: The level of configured provisioned throughput for the table arn:aws:dynamodb:eu-west-1:123456789012:table/tw was exceeded",
+        );
+        let why = h.readiness().unwrap_err();
+        assert_eq!(
+            why,
+            "detection state: DynamoDB UpdateItem failing for 0s (ProvisionedThroughputExceededException)"
+        );
+        assert!(!why.contains("123456789012"), "{why}");
+        // The failure lasts from the first one; the latest reason shows.
+        h.state_failure().as_mut().unwrap().0 = Instant::now() - Duration::from_secs(12);
+        h.state_failed(
+            "DynamoDB GetItem (completed object): dispatch failure: io error: client error (Connect): tcp connect error: Connection refused (os error 111)",
+        );
+        assert_eq!(
+            h.readiness().unwrap_err(),
+            "detection state: DynamoDB GetItem failing for 12s (connection refused)"
+        );
+        h.poll_failed(DENIED.to_owned());
+        h.polls().last_ok = None;
+        assert_eq!(
+            h.readiness().unwrap_err(),
+            "sqs: ReceiveMessage failing for 0s (AccessDenied); detection state: DynamoDB GetItem failing for 12s (connection refused)"
+        );
+        h.poll_ok();
+        h.state_ok();
+        assert_eq!(h.readiness(), Ok(()));
+        // A failure that names no call (a state task that panicked) is shown as one.
+        h.state_failed("task 12 panicked with message \"arn:aws:iam::1:role/x\"");
+        assert_eq!(
+            h.readiness().unwrap_err(),
+            "detection state: failing for 0s (error)"
+        );
+        for (text, shown) in [
+            (
+                "DynamoDB PutItem (claim): ServiceUnavailable",
+                "(ServiceUnavailable)",
+            ),
+            (
+                "DynamoDB Query (join): unhandled error (HTTP 503: <html>arn:aws:x</html>)",
+                "(HTTP 503)",
+            ),
+            (
+                "DynamoDB PutItem (completed object): request has timed out",
+                "(timeout)",
+            ),
+            ("DynamoDB arn:aws:iam::1:role/x: AccessDenied", "(error)"),
+        ] {
+            let h = Health::default();
+            h.set_rules_loaded(true);
+            h.poll_ok();
+            h.state_failed(text);
+            let why = h.readiness().unwrap_err();
+            assert!(why.ends_with(shown), "{text}: {why}");
+            assert!(!why.contains("arn:"), "{text}: {why}");
         }
     }
 

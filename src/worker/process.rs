@@ -165,7 +165,15 @@ async fn handle(state: &State, source: &Source, meta: &MessageMeta, body: &str) 
             .emit(&state.metrics);
             continue;
         }
-        if let Err(e) = object(state, source, &obj).await {
+        let done = object(state, source, &obj).await;
+        // Readiness follows detection state: down from a file it failed, up again
+        // with the next file it answered for.
+        match &done {
+            Ok(()) => state.health.state_ok(),
+            Err(ObjectError::State(text)) => state.health.state_failed(text),
+            Err(_) => {}
+        }
+        if let Err(e) = done {
             ok = false;
             FileFailed {
                 message_id: id,

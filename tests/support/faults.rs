@@ -1,8 +1,10 @@
 //! A fault-injecting HTTP proxy in front of the emulator, for the reliability
 //! scenarios. The worker reaches it through the ordinary `AWS_ENDPOINT_URL`; per AWS
-//! action it can add latency, answer with a throttling error or a 500, cut a
+//! action it can add latency, answer with a throttling error, a 500 or a 503, cut a
 //! response body in the middle, or refuse service, for a number of requests or a
-//! period. Loopback only; one request per connection.
+//! period. DynamoDB calls (JSON POSTs with `X-Amz-Target: DynamoDB_20120810.Op`)
+//! are actions too, per operation or all at once ([`Action::DynamoDb`]). Loopback
+//! only; one request per connection.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,7 +20,49 @@ pub enum Action {
     GetObject,
     Publish,
     PutMetricData,
+    /// A DynamoDB operation; [`DynamoOp::All`] stands for every one of them (as a
+    /// fault's target and in [`Proxy::count`]).
+    DynamoDb(DynamoOp),
     Other,
+}
+
+/// DynamoDB operations, as the `X-Amz-Target` header names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DynamoOp {
+    /// Any operation (never a request's own).
+    All,
+    GetItem,
+    PutItem,
+    UpdateItem,
+    Query,
+    Other,
+}
+
+impl DynamoOp {
+    fn from_target(op: &str) -> DynamoOp {
+        match op {
+            "GetItem" => DynamoOp::GetItem,
+            "PutItem" => DynamoOp::PutItem,
+            "UpdateItem" => DynamoOp::UpdateItem,
+            "Query" => DynamoOp::Query,
+            _ => DynamoOp::Other,
+        }
+    }
+
+    /// Whether the operation writes items.
+    pub fn writes(self) -> bool {
+        matches!(self, DynamoOp::PutItem | DynamoOp::UpdateItem)
+    }
+}
+
+impl Action {
+    /// Whether a fault on (or a count of) `self` takes a request of `action`.
+    pub fn covers(self, action: Action) -> bool {
+        match (self, action) {
+            (Action::DynamoDb(DynamoOp::All), Action::DynamoDb(_)) => true,
+            (a, b) => a == b,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +74,11 @@ pub enum Kind {
     Hang(Duration),
     /// HTTP 500 without forwarding.
     ServerError,
-    /// The service's throttling error (HTTP 400 `Throttling` / SQS `RequestThrottled`).
+    /// The service's throttling error (HTTP 400 `Throttling` / SQS `RequestThrottled`
+    /// / DynamoDB `ProvisionedThroughputExceededException`).
     Throttle,
+    /// HTTP 503 `ServiceUnavailable` without forwarding: the service is down.
+    Unavailable,
     /// Forward, then send only half of the response body and close.
     ResetMidBody,
     /// Forward, send half of the response body, stall for the duration, then send
@@ -89,8 +136,8 @@ impl Fault {
 #[derive(Debug, Default)]
 struct State {
     faults: Vec<Fault>,
-    /// Requests seen per action, and how many were faulted.
-    seen: Vec<(Action, bool)>,
+    /// Requests seen: action, whether faulted, the request's path.
+    seen: Vec<(Action, bool, String)>,
     /// When the last fault was injected.
     last_fault: Option<Instant>,
     /// Responses currently stalled mid-body.
@@ -126,12 +173,36 @@ impl Proxy {
         self.state.lock().unwrap().faults.push(f);
     }
 
-    /// (requests, faulted requests) seen for `action`.
+    /// (requests, faulted requests) seen for `action` (every DynamoDB operation for
+    /// `DynamoDb(All)`).
     pub fn count(&self, action: Action) -> (usize, usize) {
+        self.count_where(|a, _| action.covers(a))
+    }
+
+    /// (requests, faulted requests) seen for `action` whose path contains `part`.
+    pub fn count_path(&self, action: Action, part: &str) -> (usize, usize) {
+        self.count_where(|a, p| action.covers(a) && p.contains(part))
+    }
+
+    fn count_where(&self, pick: impl Fn(Action, &str) -> bool) -> (usize, usize) {
         let s = self.state.lock().unwrap();
-        let all = s.seen.iter().filter(|(a, _)| *a == action);
-        let faulted = s.seen.iter().filter(|(a, f)| *a == action && *f).count();
-        (all.count(), faulted)
+        let mut n = (0, 0);
+        for (a, f, p) in &s.seen {
+            if pick(*a, p) {
+                n.0 += 1;
+                n.1 += usize::from(*f);
+            }
+        }
+        n
+    }
+
+    /// DynamoDB writes seen that were forwarded (not faulted).
+    pub fn dynamo_writes(&self) -> usize {
+        let s = self.state.lock().unwrap();
+        s.seen
+            .iter()
+            .filter(|(a, f, _)| matches!(a, Action::DynamoDb(op) if op.writes()) && !f)
+            .count()
     }
 
     /// Removes every fault still armed.
@@ -142,6 +213,13 @@ impl Proxy {
     /// When the last fault was injected (`None`: never).
     pub fn last_fault(&self) -> Option<Instant> {
         self.state.lock().unwrap().last_fault
+    }
+
+    /// When the last fault armed for a period ([`Fault::for_secs`]) ends (`None`: none
+    /// is).
+    pub fn armed_until(&self) -> Option<Instant> {
+        let s = self.state.lock().unwrap();
+        s.faults.iter().filter_map(|f| f.until).max()
     }
 
     /// Responses stalled mid-body right now.
@@ -158,6 +236,9 @@ fn classify(method: &str, path: &str, headers: &[(String, String)], body: &[u8])
             .map(|(_, v)| v.as_str())
     };
     if let Some(target) = header("x-amz-target") {
+        if let Some(op) = target.strip_prefix("DynamoDB_20120810.") {
+            return Action::DynamoDb(DynamoOp::from_target(op));
+        }
         return match target.rsplit('.').next().unwrap_or("") {
             "ReceiveMessage" => Action::ReceiveMessage,
             "DeleteMessage" | "DeleteMessageBatch" => Action::DeleteMessage,
@@ -221,7 +302,7 @@ fn serve(mut client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io
         let mut s = state.lock().unwrap();
         let now = Instant::now();
         let hit = s.faults.iter_mut().find(|f| {
-            f.action == action
+            f.action.covers(action)
                 && f.until.is_none_or(|u| now < u)
                 && f.times.is_none_or(|n| n > 0)
                 && f.path.is_none_or(|p| path.contains(p))
@@ -233,7 +314,7 @@ fn serve(mut client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io
             }
             f.kind
         });
-        s.seen.push((action, kind.is_some()));
+        s.seen.push((action, kind.is_some(), path.to_owned()));
         if kind.is_some() {
             s.last_fault = Some(now);
         }
@@ -251,7 +332,13 @@ fn serve(mut client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io
             return Ok(());
         }
         Some(Kind::Throttle) => {
-            let (ctype, body) = if headers
+            let (ctype, body) = if matches!(action, Action::DynamoDb(_)) {
+                (
+                    "application/x-amz-json-1.0",
+                    r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"The level of configured provisioned throughput for the table was exceeded (injected)"}"#
+                        .to_owned(),
+                )
+            } else if headers
                 .iter()
                 .any(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
             {
@@ -266,6 +353,28 @@ fn serve(mut client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io
             write!(
                 client,
                 "HTTP/1.1 400 Bad Request\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            return Ok(());
+        }
+        Some(Kind::Unavailable) => {
+            let (ctype, body) = if headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
+            {
+                (
+                    "application/x-amz-json-1.0",
+                    r#"{"__type":"ServiceUnavailable","message":"injected"}"#,
+                )
+            } else {
+                (
+                    "text/xml",
+                    "<Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>",
+                )
+            };
+            write!(
+                client,
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             )?;
             return Ok(());
