@@ -115,7 +115,7 @@ struct PendingKeys {
 /// the join once the file is read to its end ([`DeleteJoin::on_file`]): a file
 /// that fails half-way contributes no keys, and its redelivery contributes them
 /// once.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct FileKeys {
     saw_access_log: bool,
     by_request: HashMap<String, Vec<DeletedKey>>,

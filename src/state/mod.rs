@@ -21,7 +21,7 @@ pub mod dynamodb;
 pub use completed::{Completed, ObjectId};
 
 /// One file's share of the DeleteObjects join.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct JoinFile {
     /// The `DeleteObjects` requests the file holds, alerted or not.
     pub requests: Vec<String>,
@@ -205,5 +205,132 @@ impl Backend {
             Backend::Memory(m) => Some(m),
             Backend::DynamoDb(_) => None,
         }
+    }
+}
+
+/// Retries a state whose backend failed (throttled past the SDK's own retries,
+/// or down) with backoff, until it answers or `stop()` says the worker is
+/// stopping: an outage holds the file, and its message, instead of failing it and
+/// spending one of the message's receives per attempt (a long outage would send
+/// good files to the dead-letter queue). Every call is idempotent for its file
+/// (members are sets, claims are the file's own, items are keyed by the file), so
+/// a retry changes nothing. `report` hears each failure and the recovery, for
+/// readiness.
+pub struct Retrying<S> {
+    inner: S,
+    stop: Arc<dyn Fn() -> bool + Send + Sync>,
+    report: Arc<dyn Fn(Option<&StoreError>) + Send + Sync>,
+}
+
+impl<S> Retrying<S> {
+    pub fn new(
+        inner: S,
+        stop: Arc<dyn Fn() -> bool + Send + Sync>,
+        report: Arc<dyn Fn(Option<&StoreError>) + Send + Sync>,
+    ) -> Retrying<S> {
+        Retrying {
+            inner,
+            stop,
+            report,
+        }
+    }
+}
+
+/// `call` until it answers, with backoff between attempts; the error once `stop`
+/// holds.
+fn retried<T>(
+    stop: &(dyn Fn() -> bool + Send + Sync),
+    report: &(dyn Fn(Option<&StoreError>) + Send + Sync),
+    mut call: impl FnMut() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut attempt = 0;
+    loop {
+        match call() {
+            Ok(v) => {
+                if attempt > 0 {
+                    report(None);
+                }
+                return Ok(v);
+            }
+            Err(e) => {
+                report(Some(&e));
+                if stop() {
+                    return Err(e);
+                }
+                attempt += 1;
+                let wait = crate::retry::backoff(attempt);
+                tracing::warn!(error = %e, attempt, retry_in = ?wait,
+                    "detection state did not answer; the file (and its message) is held and the call retried");
+                // Wakes early when the worker stops.
+                let until = std::time::Instant::now() + wait;
+                while std::time::Instant::now() < until && !stop() {
+                    std::thread::sleep(std::time::Duration::from_millis(100).min(wait));
+                }
+            }
+        }
+    }
+}
+
+impl<S: State> WindowStore for Retrying<S> {
+    fn add(
+        &mut self,
+        file: &str,
+        adds: &[crate::engine::windows::WindowAdd],
+    ) -> Result<Vec<bool>, StoreError> {
+        let (stop, report) = (self.stop.clone(), self.report.clone());
+        let inner = self.inner.windows();
+        retried(&*stop, &*report, || inner.add(file, adds))
+    }
+    fn claim(
+        &mut self,
+        file: &str,
+        gates: &[crate::engine::windows::Gate],
+    ) -> Result<Vec<crate::engine::windows::Claim>, StoreError> {
+        let (stop, report) = (self.stop.clone(), self.report.clone());
+        let inner = self.inner.windows();
+        retried(&*stop, &*report, || inner.claim(file, gates))
+    }
+}
+
+impl<S: State> State for Retrying<S> {
+    fn windows(&mut self) -> &mut dyn WindowStore {
+        self
+    }
+    fn join_holds(&self) -> bool {
+        self.inner.join_holds()
+    }
+    fn join(&mut self, file: JoinFile, now_ms: u64) -> Result<Vec<Alert>, StoreError> {
+        // A join share is consumed by a call: it is retried whole, from a copy.
+        let (stop, report) = (self.stop.clone(), self.report.clone());
+        let inner = &mut self.inner;
+        retried(&*stop, &*report, || inner.join(file.clone(), now_ms))
+    }
+    fn object_done(&mut self, object: &ObjectId) -> Result<bool, StoreError> {
+        let (stop, report) = (self.stop.clone(), self.report.clone());
+        let inner = &mut self.inner;
+        retried(&*stop, &*report, || inner.object_done(object))
+    }
+    fn object_completed(&mut self, object: ObjectId) -> Result<(), StoreError> {
+        let (stop, report) = (self.stop.clone(), self.report.clone());
+        let inner = &mut self.inner;
+        retried(&*stop, &*report, || inner.object_completed(object.clone()))
+    }
+}
+
+impl State for Box<dyn State + Send> {
+    fn windows(&mut self) -> &mut dyn WindowStore {
+        (**self).windows()
+    }
+    fn join_holds(&self) -> bool {
+        (**self).join_holds()
+    }
+    fn join(&mut self, file: JoinFile, now_ms: u64) -> Result<Vec<Alert>, StoreError> {
+        (**self).join(file, now_ms)
+    }
+    fn object_done(&mut self, object: &ObjectId) -> Result<bool, StoreError> {
+        (**self).object_done(object)
+    }
+    fn object_completed(&mut self, object: ObjectId) -> Result<(), StoreError> {
+        (**self).object_completed(object)
     }
 }

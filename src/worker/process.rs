@@ -250,7 +250,19 @@ async fn object(state: &State, source: &Source, obj: &ObjectRef) -> Result<(), O
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let mut st = state.detection.handle();
+    // Detection state that does not answer holds the file (see state::Retrying).
+    let stopping = state.stopping.clone();
+    let health = state.health.clone();
+    let mut st: Box<dyn crate::state::State + Send> = Box::new(crate::state::Retrying::new(
+        state.detection.handle(),
+        Arc::new(move || stopping.load(Ordering::SeqCst)),
+        Arc::new(
+            move |e: Option<&crate::engine::windows::StoreError>| match e {
+                Some(e) => health.state_failed(&e.to_string()),
+                None => health.state_ok(),
+            },
+        ),
+    ));
     let skip = |bucket: &str, key: &str| {
         tracing::info!(bucket = ?bucket, key = ?key, "already processed (redelivery); skipping");
         state.metrics.add(Counter::ObjectsSkipped, 1);

@@ -44,7 +44,7 @@ pub(crate) struct State {
     /// queue: `--until-idle` does not call the queue idle before then.
     pub(super) retry_due: Mutex<Option<std::time::Instant>>,
     /// Set when shutdown begins: deliveries stop retrying a failing sink.
-    pub(super) stopping: AtomicBool,
+    pub(super) stopping: Arc<AtomicBool>,
     /// The built-in rule for rejected notifications (see [`admission`]), apart from
     /// the rules directory: it cannot be disabled or reloaded away.
     pub(super) forged: Mutex<Engine>,
@@ -159,7 +159,7 @@ impl State {
             },
             inflight: Mutex::new(HashMap::new()),
             retry_due: Mutex::new(None),
-            stopping: AtomicBool::new(false),
+            stopping: Arc::new(AtomicBool::new(false)),
             forged: Mutex::new(Engine::new(
                 &RuleSet {
                     rules: vec![admission::forged_rule()],
