@@ -30,3 +30,5 @@ mod health;
 mod enqueue;
 // The same alert ids however files are shared out among workers with shared state.
 mod partitions;
+// A fleet of workers sharing DynamoDB state, against `scan`; the table's set-up.
+mod fleet;

@@ -186,10 +186,23 @@ listen = ""
         endpoint: &str,
         env: &[(&str, &str)],
     ) -> Child {
+        self.spawn_logged(config, args, endpoint, env, "worker.log")
+    }
+
+    /// [`Bed::spawn_with`] with stderr appended to `log` in the bed's directory
+    /// (read it with [`Bed::log_of`]): workers running side by side keep apart.
+    pub fn spawn_logged(
+        &self,
+        config: &Path,
+        args: &[&str],
+        endpoint: &str,
+        env: &[(&str, &str)],
+        log: &str,
+    ) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path().join("worker.log"))
+            .open(self.dir.path().join(log))
             .unwrap();
         let mut c = super::trailwatch();
         self.moto.apply(&mut c);
@@ -209,7 +222,34 @@ listen = ""
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("worker.log")).unwrap_or_default()
+        self.log_of("worker.log")
+    }
+
+    /// The log a [`Bed::spawn_logged`] worker wrote to so far.
+    pub fn log_of(&self, log: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(log)).unwrap_or_default()
+    }
+
+    /// A DynamoDB client on the emulator.
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        self.rt
+            .block_on(async { aws_sdk_dynamodb::Client::new(&self.moto.sdk_config().await) })
+    }
+
+    /// Uploads an object to the trail bucket; its ETag.
+    pub fn put_etag(&self, key: &str, body: Vec<u8>) -> String {
+        self.rt.block_on(async {
+            self.s3
+                .put_object()
+                .bucket(BUCKET)
+                .key(key)
+                .body(body.into())
+                .send()
+                .await
+                .unwrap()
+                .e_tag
+                .unwrap_or_default()
+        })
     }
 
     /// Waits for the process to exit (bounded) and returns its exit code.
@@ -366,6 +406,34 @@ listen = ""
                 .sum()
         })
     }
+}
+
+/// An S3 ObjectCreated notification for one object of the trail bucket, as S3
+/// sends it (the key URL-encoded the way S3 does; `etag` without quotes).
+pub fn s3_notification(key: &str, size: u64, etag: &str) -> String {
+    let encoded: String = key
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' | b'~' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_owned(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    serde_json::json!({"Records": [{
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": "2025-04-30T17:00:00.000Z",
+        "eventName": "ObjectCreated:Put",
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "bucket": {"name": BUCKET, "arn": format!("arn:aws:s3:::{BUCKET}")},
+            "object": {"key": encoded, "size": size, "eTag": etag.trim_matches('"')}
+        }
+    }]})
+    .to_string()
 }
 
 /// Sends SIGTERM (or another signal) to a child.
