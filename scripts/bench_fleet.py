@@ -295,7 +295,7 @@ def main():
                     " (a file retried from its start delivers its alerts again: at least once, same ids)"
                 )
         print()
-        print("DynamoDB state usage (the workers' log lines, summed; units as the emulator reports them):")
+        print("DynamoDB state usage (the workers' log lines, summed; units by item size, as DynamoDB bills):")
         print(
             f"{'workers':<8} {'reads':>8} {'writes':>8} {'req/1k events':>14} {'read units':>11} {'write units':>12}"
             f" {'$ per 1M events':>16} {'by item size':>13}"
