@@ -218,16 +218,17 @@ impl Backend {
 /// readiness.
 pub struct Retrying<S> {
     inner: S,
-    stop: Arc<dyn Fn() -> bool + Send + Sync>,
-    report: Arc<dyn Fn(Option<&StoreError>) + Send + Sync>,
+    stop: Stop,
+    report: Report,
 }
 
+/// Whether the worker is stopping (a retry then gives up).
+pub type Stop = Arc<dyn Fn() -> bool + Send + Sync>;
+/// Hears each failure of the state (`Some`) and its recovery (`None`).
+pub type Report = Arc<dyn Fn(Option<&StoreError>) + Send + Sync>;
+
 impl<S> Retrying<S> {
-    pub fn new(
-        inner: S,
-        stop: Arc<dyn Fn() -> bool + Send + Sync>,
-        report: Arc<dyn Fn(Option<&StoreError>) + Send + Sync>,
-    ) -> Retrying<S> {
+    pub fn new(inner: S, stop: Stop, report: Report) -> Retrying<S> {
         Retrying {
             inner,
             stop,
