@@ -54,6 +54,7 @@ from bench_worker_drain import (
     entries_named,
     processed,
     queue_depth,
+    stop_moto,
     timed_scan,
     upload_backlog,
     worker_config,
@@ -327,8 +328,7 @@ def main():
                     f" ({math.ceil(largest / 1024)} write units per update)"
                 )
     finally:
-        moto.terminate()
-        moto.wait(timeout=10)
+        stop_moto(moto)
         shutil.rmtree(work, ignore_errors=True)
 
 

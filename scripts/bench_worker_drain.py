@@ -50,6 +50,16 @@ def parse_time(ts):
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
+def stop_moto(moto):
+    """Stops the emulator; kills it if it does not stop within 10 s (a busy one)."""
+    moto.terminate()
+    try:
+        moto.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        moto.kill()
+        moto.wait()
+
+
 def corpus_files(corpus, fail):
     files = sorted(p for p in pathlib.Path(corpus).rglob("*.json.gz"))
     if not files:
@@ -236,8 +246,7 @@ def main():
         )
         print(f"drain / scan: {drain_s / scan_s:.2f}x")
     finally:
-        moto.terminate()
-        moto.wait(timeout=10)
+        stop_moto(moto)
 
 
 if __name__ == "__main__":
