@@ -75,6 +75,32 @@ where
     }
 }
 
+/// Consecutive runs of entries (by weight) for the SDK's batch calls (SNS
+/// `PublishBatch`, SQS `SendMessageBatch`): at most `max_entries` entries and
+/// `max_bytes` of weight each; an entry that weighs more goes alone (the service
+/// then says why it was refused).
+pub fn batches(
+    weights: &[usize],
+    max_entries: usize,
+    max_bytes: usize,
+) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, &w) in weights.iter().enumerate() {
+        if i > start && (i - start == max_entries || bytes + w > max_bytes) {
+            out.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += w;
+    }
+    if start < weights.len() {
+        out.push(start..weights.len());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,21 +10,7 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// most [`BATCH_ENTRIES`] and [`BATCH_BYTES`] each; a message that weighs more
 /// goes alone (SQS then says why it was refused).
 pub fn batches(weights: &[usize]) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0;
-    for (i, &w) in weights.iter().enumerate() {
-        if i > start && (i - start == BATCH_ENTRIES || bytes + w > BATCH_BYTES) {
-            out.push(start..i);
-            start = i;
-            bytes = 0;
-        }
-        bytes += w;
-    }
-    if start < weights.len() {
-        out.push(start..weights.len());
-    }
-    out
+    crate::aws::batches(weights, BATCH_ENTRIES, BATCH_BYTES)
 }
 
 /// One entry SendMessageBatch reported as `Failed` (by object index).

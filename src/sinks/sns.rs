@@ -79,21 +79,7 @@ fn weight(body: &str, subject: &str, severity: &str, rule_id: &str) -> usize {
 /// entries and [`BATCH_BYTES`] each; an entry that weighs more goes alone (SNS
 /// then says why it was refused).
 fn batches(weights: &[usize]) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0;
-    for (i, &w) in weights.iter().enumerate() {
-        if i > start && (i - start == BATCH_ENTRIES || bytes + w > BATCH_BYTES) {
-            out.push(start..i);
-            start = i;
-            bytes = 0;
-        }
-        bytes += w;
-    }
-    if start < weights.len() {
-        out.push(start..weights.len());
-    }
-    out
+    crate::aws::batches(weights, BATCH_ENTRIES, BATCH_BYTES)
 }
 
 /// The entries of a batch that SNS did not report as published (by index into
