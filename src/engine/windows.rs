@@ -197,15 +197,9 @@ impl MemoryWindows {
     }
 }
 
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl WindowStore for MemoryWindows {
     fn add(&mut self, _file: &str, adds: &[WindowAdd]) -> Result<Vec<bool>, StoreError> {
-        let now = wall_ms();
+        let now = crate::record::now_ms();
         Ok(adds
             .iter()
             .map(|a| {
@@ -229,7 +223,7 @@ impl WindowStore for MemoryWindows {
     }
 
     fn claim(&mut self, file: &str, gates: &[Gate]) -> Result<Vec<Claim>, StoreError> {
-        let now = wall_ms();
+        let now = crate::record::now_ms();
         Ok(gates
             .iter()
             .map(|g| match self.claims.get_mut(g) {
@@ -532,7 +526,7 @@ mod tests {
     fn sweeping_forgets_what_was_not_touched_within_the_retention() {
         let mut s = MemoryWindows::default();
         s.claim("f", &[gate("r", 0)]).unwrap();
-        let now = wall_ms();
+        let now = crate::record::now_ms();
         s.sweep(now, 60_000);
         assert_eq!(s.len(), 1, "just touched");
         s.sweep(now + 120_000, 60_000);

@@ -21,7 +21,7 @@ use crate::json::{Syntax, members, members_at_separators};
 pub use fields::{FieldRef, NormField, Val};
 use fields::{KNOWN_KEYS, known_key};
 use lazy::{Field, Lazy};
-pub use time::{format_time_ms, parse_time_ms};
+pub use time::{format_time_ms, now_ms, parse_time_ms};
 
 /// Why a record could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,13 @@
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+/// The wall clock in epoch milliseconds (0 before 1970, which no clock here is).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Parses an RFC 3339 timestamp (CloudTrail's `eventTime`) to epoch milliseconds.
 pub fn parse_time_ms(s: &str) -> Option<i64> {
     OffsetDateTime::parse(s, &Rfc3339)

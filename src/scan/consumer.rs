@@ -209,7 +209,5 @@ impl<'a> Consumer<'a> {
 /// The wall clock, for the join's waiting times (a scan holds to its end, so
 /// they only order entries).
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    crate::record::now_ms() as u64
 }

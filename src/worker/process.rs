@@ -4,7 +4,7 @@
 use std::io::{self, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_sdk_sqs::types::Message;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
@@ -437,10 +437,7 @@ impl<R: Read> Read for Cancellable<R> {
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::record::now_ms() as u64
 }
 
 /// Keeps a message invisible while its files are processed: renews the visibility
