@@ -78,8 +78,8 @@ pub struct UsageSnapshot {
 }
 
 impl Usage {
-    fn count(&self, write: bool, units: Option<f64>) {
-        let milli = (units.unwrap_or(1.0) * 1000.0).round() as u64;
+    fn count(&self, write: bool, units: f64) {
+        let milli = (units * 1000.0).round() as u64;
         let (n, u) = match write {
             true => (&self.writes, &self.write_units),
             false => (&self.reads, &self.read_units),
@@ -113,13 +113,13 @@ fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
 }
 
 /// Write units for an item of `bytes`.
-fn write_units(bytes: usize) -> Option<f64> {
-    Some(bytes.div_ceil(1024).max(1) as f64)
+fn write_units(bytes: usize) -> f64 {
+    bytes.div_ceil(1024).max(1) as f64
 }
 
 /// Read units for `bytes` read strongly consistent.
-fn read_units(bytes: usize) -> Option<f64> {
-    Some(bytes.div_ceil(4096).max(1) as f64)
+fn read_units(bytes: usize) -> f64 {
+    bytes.div_ceil(4096).max(1) as f64
 }
 
 fn hash(s: &str) -> String {
